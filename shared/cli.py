@@ -17,6 +17,7 @@ from shared.config import Settings, load_settings
 # One line per module that contributes subcommands, in --help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "shared.commands",
+    "feature_store.cli_generate",
 )
 
 

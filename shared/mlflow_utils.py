@@ -1,0 +1,35 @@
+"""MLflow helpers: one place that points MLflow at the configured store."""
+
+from __future__ import annotations
+
+from shared.config import Settings
+
+
+def configure_mlflow(settings: Settings):
+    """Point MLflow's tracking and registry at ``settings``; returns the mlflow module.
+
+    With the default SQLite URI the database folder is created first, since
+    SQLAlchemy will not create parent directories.
+    """
+    import mlflow
+
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow
+
+
+def get_or_create_experiment(settings: Settings, name: str | None = None) -> str:
+    """Experiment id for ``name`` (default ``settings.mlflow_experiment``), created with
+    its artifacts under the configured artifact root when it does not exist yet."""
+    mlflow = configure_mlflow(settings)
+    name = name or settings.mlflow_experiment
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=f"{settings.mlflow_artifact_root}/{name}")

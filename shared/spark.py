@@ -1,0 +1,115 @@
+"""Spark session factory: Delta Lake configured, sized for a small machine.
+
+Delta's JVM jars come from Maven Central through Spark's own package resolution
+(``spark.jars.packages``, cached by Ivy under ``~/.ivy2.5.2``). For air-gapped clusters set
+``CTR_DELTA_JARS`` to a comma-separated list of pre-downloaded jar paths instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from shared.config import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class SparkStartError(RuntimeError):
+    """Spark or Delta could not start; the message says what to do."""
+
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+#: Seconds the last :func:`get_spark` call took to build a new session (None if reused).
+last_start_seconds: float | None = None
+
+
+def delta_maven_coordinate() -> str:
+    """The delta-spark Maven artifact matching the installed pyspark and delta-spark wheels."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_mm = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_mm}_2.13:{version('delta-spark')}"
+
+
+def _builder(settings: Settings, app_name: str, ui: bool):
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.default.parallelism", str(settings.spark_shuffle_partitions))
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.ui.enabled", "true" if ui else "false")
+        .config("spark.ui.showConsoleProgress", "true" if ui else "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.warehouse.dir", str(settings.home / "spark-warehouse"))
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.home / 'derby'}")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.adaptive.enabled", "true")
+        # Python workers are reused across tasks: pandas UDF start-up is paid once.
+        .config("spark.python.worker.reuse", "true")
+    )
+    jars = settings.delta_jars or os.environ.get("CTR_DELTA_JARS", "")
+    if jars:
+        missing = [j for j in jars.split(",") if j and not os.path.exists(j)]
+        if missing:
+            raise SparkStartError(f"CTR_DELTA_JARS names jars that do not exist: {', '.join(missing)}")
+        builder = builder.config("spark.jars", jars)
+    else:
+        builder = builder.config("spark.jars.packages", delta_maven_coordinate())
+    return builder
+
+
+def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | None = None) -> "SparkSession":
+    """Get or create the process's SparkSession with Delta Lake enabled.
+
+    ``ui`` defaults to on for interactive runs and off under pytest/CI. A failed
+    start (no Java, Maven unreachable without cached jars) raises
+    :class:`SparkStartError` with a remedy instead of a JVM stack trace.
+    """
+    global last_start_seconds
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        last_start_seconds = None
+        return active
+    if ui is None:
+        ui = "pytest" not in sys.modules and not os.environ.get("CI")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = _builder(settings, app_name, ui)
+    t0 = time.perf_counter()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # py4j / pyspark raise a variety of types here
+        text = str(exc)
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            hint = "Spark needs Java 17+: install a JDK (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
+        elif "JAVA_GATEWAY_EXITED" in text or "Java gateway" in text:
+            hint = (
+                f"the JVM exited during start-up; most often Delta Lake's jars ({delta_maven_coordinate()}) "
+                "could not be resolved (see the Ivy lines above). Check access to Maven Central, or download "
+                "the delta-spark and delta-storage jars and set CTR_DELTA_JARS=/path/a.jar,/path/b.jar."
+            )
+        else:
+            hint = "see the Spark log above."
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise SparkStartError(f"Spark failed to start: {first[:300]}. {hint}") from None
+    spark.sparkContext.setLogLevel("ERROR")
+    last_start_seconds = time.perf_counter() - t0
+    return spark

@@ -1,0 +1,49 @@
+"""Shared fixtures: one real Spark + Delta session for the whole test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+#: The reference data beside the checkout (../shared/data); tests skip when it is absent.
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ctr_home")
+
+
+@pytest.fixture(scope="session")
+def spark_settings(session_home) -> Settings:
+    return load_settings(
+        {"home": str(session_home), "spark_master": "local[2]"},
+        env={},
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(spark_settings):
+    from shared.spark import get_spark
+
+    session = get_spark(spark_settings, app_name="ctr-tests", ui=False)
+    session.conf.set("spark.sql.shuffle.partitions", "2")
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def settings(tmp_path) -> Settings:
+    """Settings rooted in a fresh temporary data root (no environment leaks in)."""
+    return load_settings({"home": str(tmp_path / "home")}, env={})
