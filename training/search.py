@@ -1,0 +1,522 @@
+"""Constrained hyperparameter search with successive halving on training-set size.
+
+The space is a TOML file (default ``training/search_space.toml``): a bounded
+distribution per hyperparameter (``[params.<name>]``), fixed values
+(``[fixed]``), a budget (``[budget]`` trials, wall_seconds, n_jobs) and the
+halving schedule (``[halving]`` eta, min_fraction). Bounds are checked against
+``HARD_LIMITS`` when the file is loaded, and every sampled value lies within them.
+
+Successive halving: ``trials`` configurations are sampled; rung 0 trains each on
+``min_fraction`` of the training rows (a fixed random subset, nested across
+rungs), the best ``1/eta`` by validation log-loss go on with ``eta`` times the
+rows, and so on until the full training set. Validation is always the whole
+validation set. Poor settings therefore stop after a cheap fit.
+
+Trials run in worker processes (``ProcessPoolExecutor``, spawn context). The
+matrices come from the caller's ``make_matrices(bits) -> (X_train, y_train,
+X_val, y_val)``, called once per distinct ``bits`` in the parent; they reach the
+workers as ``.npz``/``.npy`` files in a temporary directory (no pickle), loaded
+once per worker. Every trial — one configuration at one rung — is an MLflow child
+run of the search's parent run, logged from the parent process.
+
+Budget: at most ``trials`` configurations; no trial is submitted after
+``wall_seconds`` (the parent keeps at most ``n_jobs`` trials in flight, so a
+submitted trial starts at once). Trials already running at the deadline finish
+and count, so the overrun is bounded by one trial's duration.
+
+The best configuration (lowest validation log-loss at the highest rung reached) is
+returned; :func:`refit_best` refits it on train + validation for the caller to
+score on the test window.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import shutil
+import tempfile
+import time
+import tomllib
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from shared.featurize.spec import MAX_BITS, MIN_BITS
+from training.metrics import evaluate
+from training.model import PENALTIES, SOLVERS, SparseLogisticRegression
+
+DEFAULT_SPACE = Path(__file__).with_name("search_space.toml")
+
+# Absolute bounds a space file may not exceed: (low, high) for numbers, allowed values for choices.
+HARD_LIMITS: dict[str, Any] = {
+    "C": (1e-6, 1e4),
+    "l1_ratio": (0.0, 1.0),
+    "downsample_rate": (1e-4, 1.0),
+    "max_iter": (1, 1000),
+    "tol": (1e-8, 1e-1),
+    "bits": (MIN_BITS, MAX_BITS),
+    "penalty": PENALTIES,
+    "solver": SOLVERS,
+}
+INTEGER_PARAMS = frozenset({"max_iter", "bits"})
+CATEGORICAL_PARAMS = frozenset({"penalty", "solver"})
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+MatrixMaker = Callable[[int | None], tuple[Any, Any, Any, Any]]
+
+
+class SearchSpaceError(ValueError):
+    """A search-space file that is malformed or exceeds the hard limits."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    distribution: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple = ()
+
+    def sample(self, rng: np.random.Generator):
+        if self.distribution == "choice":
+            v = self.values[int(rng.integers(len(self.values)))]
+            return v.item() if isinstance(v, np.generic) else v
+        if self.distribution == "int":
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        if self.distribution == "loguniform":
+            v = float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        else:
+            v = float(rng.uniform(self.low, self.high))
+        return min(max(v, self.low), self.high)  # guard the float round trip through exp/log
+
+    def contains(self, value) -> bool:
+        if self.distribution == "choice":
+            return value in self.values
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int
+    wall_seconds: float
+    n_jobs: int = 2
+
+
+@dataclass(frozen=True)
+class Halving:
+    eta: int = 3
+    min_fraction: float = 1 / 9
+
+    @property
+    def fractions(self) -> list[float]:
+        """Share of the training rows per rung, ending at 1.0."""
+        steps = math.log(1.0 / self.min_fraction) / math.log(self.eta)
+        n = round(steps) if abs(steps - round(steps)) < 1e-6 else math.ceil(steps)
+        return [min(1.0, self.eta ** (k - n)) for k in range(n + 1)]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    dimensions: dict[str, Dimension]
+    fixed: dict[str, Any]
+    budget: Budget
+    halving: Halving
+    source: str = ""  # the TOML text
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        params = dict(self.fixed)
+        for name in sorted(self.dimensions):
+            params[name] = self.dimensions[name].sample(rng)
+        return params
+
+
+def _check_value(name: str, value, where: str) -> None:
+    limit = HARD_LIMITS[name]
+    if name in CATEGORICAL_PARAMS:
+        if value not in limit:
+            raise SearchSpaceError(f"{where}: {name} value {value!r} not in {list(limit)}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SearchSpaceError(f"{where}: {name} must be a number, got {value!r}")
+    if name in INTEGER_PARAMS and int(value) != value:
+        raise SearchSpaceError(f"{where}: {name} must be an integer, got {value!r}")
+    lo, hi = limit
+    if not lo <= value <= hi:
+        raise SearchSpaceError(f"{where}: {name}={value!r} outside the hard limits [{lo}, {hi}]")
+
+
+def parse_search_space(text: str) -> SearchSpace:
+    """Parse and validate a search-space TOML document."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SearchSpaceError(f"search space is not valid TOML: {exc}") from None
+    unknown = set(doc) - {"budget", "halving", "params", "fixed"}
+    if unknown:
+        raise SearchSpaceError(f"unknown top-level tables: {sorted(unknown)}")
+
+    dims: dict[str, Dimension] = {}
+    for name, d in (doc.get("params") or {}).items():
+        where = f"[params.{name}]"
+        if name not in HARD_LIMITS:
+            raise SearchSpaceError(f"{where}: unknown hyperparameter; allowed: {sorted(HARD_LIMITS)}")
+        if not isinstance(d, dict):
+            raise SearchSpaceError(f"{where} must be a table")
+        dist = d.get("distribution")
+        extra = set(d) - {"distribution", "low", "high", "values"}
+        if extra:
+            raise SearchSpaceError(f"{where}: unknown keys {sorted(extra)}")
+        if dist not in DISTRIBUTIONS:
+            raise SearchSpaceError(f"{where}: distribution must be one of {DISTRIBUTIONS}, got {dist!r}")
+        if dist == "choice":
+            values = d.get("values")
+            if not isinstance(values, list) or not values or {"low", "high"} & d.keys():
+                raise SearchSpaceError(f"{where}: choice needs a non-empty 'values' list and no low/high")
+            for v in values:
+                _check_value(name, v, where)
+            dims[name] = Dimension(name, dist, values=tuple(values))
+            continue
+        if name in CATEGORICAL_PARAMS:
+            raise SearchSpaceError(f"{where}: {name} is categorical; use distribution = \"choice\"")
+        if "values" in d or "low" not in d or "high" not in d:
+            raise SearchSpaceError(f"{where}: {dist} needs 'low' and 'high' (and no 'values')")
+        low, high = d["low"], d["high"]
+        _check_value(name, low, where)
+        _check_value(name, high, where)
+        if low > high:
+            raise SearchSpaceError(f"{where}: low {low} > high {high}")
+        if dist == "loguniform" and low <= 0:
+            raise SearchSpaceError(f"{where}: loguniform needs low > 0")
+        if dist == "int" and name not in INTEGER_PARAMS:
+            raise SearchSpaceError(f"{where}: 'int' is only for {sorted(INTEGER_PARAMS)}")
+        if dist != "int" and name in INTEGER_PARAMS:
+            raise SearchSpaceError(f"{where}: {name} is an integer; use 'int' or 'choice'")
+        dims[name] = Dimension(name, dist, low=float(low), high=float(high))
+
+    fixed = dict(doc.get("fixed") or {})
+    for name, v in fixed.items():
+        if name not in HARD_LIMITS:
+            raise SearchSpaceError(f"[fixed]: unknown hyperparameter {name!r}")
+        if name in dims:
+            raise SearchSpaceError(f"[fixed]: {name} is also a searched parameter")
+        _check_value(name, v, "[fixed]")
+
+    b = doc.get("budget") or {}
+    extra = set(b) - {"trials", "wall_seconds", "n_jobs"}
+    if extra or "trials" not in b or "wall_seconds" not in b:
+        raise SearchSpaceError("[budget] needs exactly trials, wall_seconds and optionally n_jobs")
+    budget = Budget(int(b["trials"]), float(b["wall_seconds"]), int(b.get("n_jobs", 2)))
+    if budget.trials < 1 or budget.wall_seconds <= 0 or budget.n_jobs < 1:
+        raise SearchSpaceError(f"[budget] values must be positive: {budget}")
+
+    h = doc.get("halving") or {}
+    if set(h) - {"eta", "min_fraction"}:
+        raise SearchSpaceError(f"[halving]: unknown keys {sorted(set(h) - {'eta', 'min_fraction'})}")
+    halving = Halving(int(h.get("eta", 3)), float(h.get("min_fraction", 1 / 9)))
+    if halving.eta < 2 or not 0.0 < halving.min_fraction <= 1.0:
+        raise SearchSpaceError(f"[halving]: need eta >= 2 and 0 < min_fraction <= 1, got {halving}")
+    return SearchSpace(dims, fixed, budget, halving, text)
+
+
+def load_search_space(path=None) -> SearchSpace:
+    """Read a search-space file (default: the shipped ``training/search_space.toml``)."""
+    path = Path(path) if path else DEFAULT_SPACE
+    try:
+        return parse_search_space(path.read_text(encoding="utf-8"))
+    except SearchSpaceError as exc:
+        raise SearchSpaceError(f"{path}: {exc}") from None
+
+
+def model_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The SparseLogisticRegression arguments in a trial's params (everything but ``bits``)."""
+    return {k: v for k, v in params.items() if k != "bits"}
+
+
+# -- worker side ---------------------------------------------------------------------
+
+_DATA_CACHE: dict[str, tuple] = {}
+
+
+def _load_dataset(data_dir: str):
+    if data_dir not in _DATA_CACHE:
+        d = Path(data_dir)
+        _DATA_CACHE.clear()  # one dataset (bits value) in memory per worker at a time
+        _DATA_CACHE[data_dir] = (
+            sp.load_npz(d / "X_train.npz").tocsr(),
+            np.load(d / "y_train.npy", allow_pickle=False),
+            sp.load_npz(d / "X_val.npz").tocsr(),
+            np.load(d / "y_val.npy", allow_pickle=False),
+            np.load(d / "order.npy", allow_pickle=False),
+        )
+    return _DATA_CACHE[data_dir]
+
+
+def _run_trial(task: dict) -> dict:
+    """Fit one configuration on the first ``n_rows`` of the dataset's row order; score
+    the whole validation set. Runs in a worker process; never raises."""
+    started = time.time()
+    out = {"key": task["key"], "started": started, "status": "ok", "error": "", "metrics": {},
+           "fit_seconds": math.nan, "n_nonzero": 0, "converged": False}
+    try:
+        X_tr, y_tr, X_val, y_val, order = _load_dataset(task["data_dir"])
+        rows = np.sort(order[: task["n_rows"]])
+        model = SparseLogisticRegression(**model_params(task["params"]), random_state=task["seed"])
+        model.fit(X_tr[rows], y_tr[rows])
+        out["metrics"] = evaluate(y_val, model.predict_proba(X_val)[:, 1])
+        out.update(fit_seconds=model.fit_seconds_, n_nonzero=model.n_nonzero_,
+                   converged=model.converged_, solver=model.solver_)
+    except Exception as exc:  # a bad configuration must not end the search
+        out.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    out["ended"] = time.time()
+    return out
+
+
+# -- parent side ----------------------------------------------------------------------
+
+@dataclass
+class TrialResult:
+    config_id: int
+    rung: int
+    n_rows: int
+    params: dict[str, Any]
+    status: str  # ok | failed
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    fit_seconds: float = math.nan
+    n_nonzero: int = 0
+    error: str = ""
+    run_id: str = ""
+    submitted_at: float = math.nan  # epoch seconds, parent clock
+    started_at: float = math.nan  # epoch seconds, worker clock
+    ended_at: float = math.nan
+
+    @property
+    def val_log_loss(self) -> float:
+        return float(self.val_metrics.get("log_loss", math.inf)) if self.status == "ok" else math.inf
+
+
+@dataclass
+class SearchResult:
+    best_params: dict[str, Any]
+    best_val_log_loss: float
+    best_trial: TrialResult
+    trials: list[TrialResult]
+    parent_run_id: str
+    stopped_reason: str  # "completed" | "wall_seconds"
+    started_at: float  # epoch seconds when the budget clock started
+    elapsed_seconds: float
+    n_configs: int
+    rung_fractions: list[float]
+
+
+def _save_dataset(d: Path, bits, X_tr, y_tr, X_val, y_val, seed: int) -> int:
+    X_tr, X_val = sp.csr_matrix(X_tr), sp.csr_matrix(X_val)
+    y_tr, y_val = np.asarray(y_tr).ravel().astype(np.int8), np.asarray(y_val).ravel().astype(np.int8)
+    if X_tr.shape[0] != y_tr.size or X_val.shape[0] != y_val.size:
+        raise ValueError(f"make_matrices({bits}): matrix rows and label counts differ")
+    if X_tr.shape[1] != X_val.shape[1]:
+        raise ValueError(f"make_matrices({bits}): train has {X_tr.shape[1]} columns, validation {X_val.shape[1]}")
+    if bits is not None and X_tr.shape[1] != 1 << int(bits):
+        raise ValueError(f"make_matrices({bits}) returned {X_tr.shape[1]} columns, expected 2**{bits}")
+    d.mkdir(parents=True)
+    sp.save_npz(d / "X_train.npz", X_tr, compressed=False)
+    sp.save_npz(d / "X_val.npz", X_val, compressed=False)
+    np.save(d / "y_train.npy", y_tr)
+    np.save(d / "y_val.npy", y_val)
+    np.save(d / "order.npy", np.random.default_rng(seed).permutation(X_tr.shape[0]))
+    return X_tr.shape[0]
+
+
+def _log_child(client, experiment_id: str, parent_id: str, trial: TrialResult, out: dict) -> str:
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(
+        experiment_id,
+        start_time=int(out["started"] * 1000),
+        run_name=f"config-{trial.config_id}-rung-{trial.rung}",
+        tags={"mlflow.parentRunId": parent_id, "search.status": trial.status,
+              "search.config_id": str(trial.config_id), "search.rung": str(trial.rung),
+              **({"search.error": trial.error[:4000]} if trial.error else {})},
+    )
+    ts = int(out["ended"] * 1000)
+    params = [Param(k, str(v)) for k, v in sorted(trial.params.items())]
+    params += [Param("rung", str(trial.rung)), Param("n_rows", str(trial.n_rows)),
+               Param("config_id", str(trial.config_id))]
+    metrics = [Metric(f"val_{k}", float(v), ts, 0) for k, v in trial.val_metrics.items()]
+    if trial.status == "ok":
+        metrics += [Metric("fit_seconds", float(trial.fit_seconds), ts, 0),
+                    Metric("n_nonzero", float(trial.n_nonzero), ts, 0)]
+    client.log_batch(run.info.run_id, metrics=metrics, params=params)
+    client.set_terminated(run.info.run_id, status="FINISHED" if trial.status == "ok" else "FAILED", end_time=ts)
+    return run.info.run_id
+
+
+def run_search(
+    make_matrices: MatrixMaker,
+    settings,
+    space: SearchSpace | str | Path | None = None,
+    *,
+    trials: int | None = None,
+    wall_seconds: float | None = None,
+    n_jobs: int | None = None,
+    seed: int = 0,
+    experiment: str | None = None,
+    run_name: str = "hyperparameter-search",
+) -> SearchResult:
+    """Run the search and return the best configuration by validation log-loss.
+
+    ``space`` is a :class:`SearchSpace`, a path to a space file, or None for the
+    default file; ``trials``, ``wall_seconds`` and ``n_jobs`` override its budget.
+    ``settings`` (shared.config.Settings) selects the MLflow store and experiment.
+    """
+    import mlflow
+
+    from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
+
+    if not isinstance(space, SearchSpace):
+        space = load_search_space(space)
+    budget = Budget(
+        trials if trials is not None else space.budget.trials,
+        wall_seconds if wall_seconds is not None else space.budget.wall_seconds,
+        n_jobs if n_jobs is not None else space.budget.n_jobs,
+    )
+    if budget.trials < 1 or budget.wall_seconds <= 0 or budget.n_jobs < 1:
+        raise ValueError(f"budget values must be positive: {budget}")
+    rng = np.random.default_rng(seed)
+    configs = [space.sample(rng) for _ in range(budget.trials)]
+    fractions = space.halving.fractions
+
+    configure_mlflow(settings)
+    experiment_id = get_or_create_experiment(settings, experiment)
+    client = mlflow.MlflowClient()
+    workdir = Path(tempfile.mkdtemp(prefix="ctr-search-"))
+    results: list[TrialResult] = []
+    stopped = "completed"
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                              nested=mlflow.active_run() is not None) as parent:
+            parent_id = parent.info.run_id
+            # The wall-clock budget covers matrix preparation and the trials, not MLflow setup.
+            started = time.time()
+            deadline = started + budget.wall_seconds
+            mlflow.log_params({
+                "budget.trials": budget.trials, "budget.wall_seconds": budget.wall_seconds,
+                "budget.n_jobs": budget.n_jobs, "halving.eta": space.halving.eta,
+                "halving.min_fraction": space.halving.min_fraction, "seed": seed,
+                "rung_fractions": ",".join(f"{f:.6g}" for f in fractions),
+            })
+            if space.source:
+                mlflow.log_text(space.source, "search_space.toml")
+
+            datasets: dict[Any, tuple[str, int]] = {}
+            for bits in sorted({c.get("bits") for c in configs}, key=lambda b: (b is None, b)):
+                X_tr, y_tr, X_val, y_val = make_matrices(bits)
+                d = workdir / f"bits-{bits}"
+                datasets[bits] = (str(d), _save_dataset(d, bits, X_tr, y_tr, X_val, y_val, seed))
+                del X_tr, y_tr, X_val, y_val
+
+            survivors = list(range(len(configs)))
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=budget.n_jobs, mp_context=ctx) as pool:
+                for rung, fraction in enumerate(fractions):
+                    tasks = []
+                    for cid in survivors:
+                        data_dir, n_train = datasets[configs[cid].get("bits")]
+                        tasks.append({"key": (cid, rung), "data_dir": data_dir, "params": configs[cid],
+                                      "n_rows": max(2, math.ceil(n_train * fraction)),
+                                      "seed": seed + cid})
+                    rung_results = _run_rung(pool, budget.n_jobs, tasks, deadline, client, experiment_id, parent_id)
+                    results.extend(rung_results)
+                    if len(rung_results) < len(tasks):  # the deadline stopped submissions
+                        stopped = "wall_seconds"
+                        break
+                    ranked = sorted((t for t in rung_results if t.status == "ok"), key=lambda t: t.val_log_loss)
+                    if rung == len(fractions) - 1 or not ranked:
+                        break
+                    survivors = [t.config_id for t in ranked[: max(1, math.ceil(len(survivors) / space.halving.eta))]]
+
+            ok = [t for t in results if t.status == "ok"]
+            if not results:
+                raise RuntimeError(
+                    f"wall-clock budget of {budget.wall_seconds} s was spent before any trial started "
+                    f"({time.time() - started:.1f} s elapsed, most of it in make_matrices)"
+                )
+            if not ok:
+                errors = sorted({t.error for t in results if t.error})
+                raise RuntimeError(f"no search trial succeeded; errors: {errors[:5]}")
+            top_rung = max(t.rung for t in ok)
+            best = min((t for t in ok if t.rung == top_rung), key=lambda t: t.val_log_loss)
+            elapsed = time.time() - started
+            mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+            mlflow.log_metrics({
+                "best_val_log_loss": best.val_log_loss, "elapsed_seconds": elapsed,
+                "n_trials_ok": float(len(ok)), "n_trials_failed": float(sum(t.status == "failed" for t in results)),
+                "best_rung": float(top_rung),
+            })
+            mlflow.set_tags({"search.stopped_reason": stopped, "search.best_run_id": best.run_id})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return SearchResult(
+        best_params=dict(best.params), best_val_log_loss=best.val_log_loss, best_trial=best,
+        trials=results, parent_run_id=parent_id, stopped_reason=stopped,
+        started_at=started, elapsed_seconds=elapsed, n_configs=len(configs), rung_fractions=fractions,
+    )
+
+
+def _run_rung(pool, width: int, tasks: list[dict], deadline: float, client, experiment_id: str,
+              parent_id: str) -> list[TrialResult]:
+    """Submit a rung's tasks (no more than the pool can start, none after the deadline)
+    and log each finished trial as a child run."""
+    # At most ``width`` tasks in flight: each submission can start at once, so the
+    # deadline check at submission time is meaningful.
+    pending = list(tasks)
+    running: dict = {}
+    by_key = {t["key"]: t for t in tasks}
+    done_results: list[TrialResult] = []
+    while pending or running:
+        while pending and len(running) < width and time.time() <= deadline:
+            task = pending.pop(0)
+            task["submitted_at"] = time.time()
+            running[pool.submit(_run_trial, task)] = task["key"]
+        if not running:
+            break  # deadline reached with tasks never submitted
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            key = running.pop(fut)
+            out = fut.result()
+            task = by_key[key]
+            trial = TrialResult(
+                config_id=key[0], rung=key[1], n_rows=task["n_rows"], params=dict(task["params"]),
+                status=out["status"], val_metrics=out["metrics"], fit_seconds=out["fit_seconds"],
+                n_nonzero=out["n_nonzero"], error=out["error"], submitted_at=task["submitted_at"],
+                started_at=out["started"], ended_at=out["ended"],
+            )
+            trial.run_id = _log_child(client, experiment_id, parent_id, trial, out)
+            done_results.append(trial)
+    return sorted(done_results, key=lambda t: t.config_id)
+
+
+def refit_best(
+    params: Mapping[str, Any] | SearchResult,
+    X_train,
+    y_train,
+    X_val=None,
+    y_val=None,
+    *,
+    random_state: int | None = 0,
+) -> SparseLogisticRegression:
+    """Fit the chosen configuration on train + validation (both built with the
+    configuration's ``bits``) and return the model, ready to score the test window."""
+    if isinstance(params, SearchResult):
+        params = params.best_params
+    X = sp.csr_matrix(X_train)
+    y = np.asarray(y_train).ravel()
+    if X_val is not None:
+        X = sp.vstack([X, sp.csr_matrix(X_val)], format="csr")
+        y = np.concatenate([y, np.asarray(y_val).ravel()])
+    bits = params.get("bits")
+    if bits is not None and X.shape[1] != 1 << int(bits):
+        raise ValueError(f"matrices have {X.shape[1]} columns but the configuration uses bits={bits}")
+    return SparseLogisticRegression(**model_params(params), random_state=random_state).fit(X, y)
