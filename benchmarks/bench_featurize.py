@@ -1,0 +1,178 @@
+"""Featurization throughput: batch, single-record and Spark paths (prints figures).
+
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/bench_featurize.py [--rows 1000000]
+
+The batch and record paths are single-threaded Python/numpy; pin them to one core with
+``taskset`` (and ``OMP_NUM_THREADS=1`` so no BLAS pool spins) for one-core figures.
+The Spark figure uses ``local[2]`` and its own JVM / Python workers: run it unpinned
+(``--spark`` only, or everything without taskset) to give it both cores.
+Figures are medians over ``--repeats`` runs. Not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.featurize import Featurizer, load_spec  # noqa: E402
+
+#: Distinct values of c1..c26 in the full Criteo Kaggle training set (45.8M rows).
+CRITEO_CARDINALITY = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
+                      3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
+#: Share of missing values per categorical column (roughly Criteo's).
+CRITEO_MISSING = (0, 0, 0.03, 0.03, 0, 0.12, 0, 0, 0, 0, 0, 0.03, 0, 0, 0, 0.03, 0, 0, 0.44, 0.44,
+                  0.03, 0.76, 0, 0.44, 0.44, 0.44)
+#: Share of missing values per integer column, and whether it goes negative (i2 does).
+INT_MISSING = (0.45, 0, 0.21, 0.22, 0.03, 0.22, 0.04, 0.0005, 0.04, 0.45, 0.04, 0.77, 0.22)
+
+
+def criteo_like(n: int, seed: int = 0):
+    """A pyarrow Table shaped like Criteo observations: i1..i13 int64 with nulls, c1..c26
+    8-hex-digit strings with nulls; values log-uniform over the real cardinalities, so
+    the head repeats and the tail is mostly unique, as in the real logs."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    cols: dict[str, pa.Array] = {}
+    for i, miss in enumerate(INT_MISSING, start=1):
+        x = np.floor(np.exp(rng.normal(1.5, 2.0, n))).astype(np.int64)
+        if i == 2:
+            x -= 3
+        cols[f"i{i}"] = pa.array(x, mask=rng.random(n) < miss)
+    for i, (card, miss) in enumerate(zip(CRITEO_CARDINALITY, CRITEO_MISSING), start=1):
+        rank = np.floor(card ** rng.random(n)).astype(np.int64)
+        ids, codes = np.unique(rank, return_inverse=True)
+        hexes = pa.array([f"{(int(r) * 2654435761 + i) & 0xFFFFFFFF:08x}" for r in ids])
+        col = hexes.take(pa.array(codes))
+        cols[f"c{i}"] = pa.array(col.to_numpy(zero_copy_only=False), mask=rng.random(n) < miss,
+                                 type=pa.string())
+    return pa.table(cols)
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_batch(table, repeats: int) -> None:
+    fz = Featurizer("criteo")
+    n = table.num_rows
+    uniques = sum(len(table.column(c).unique()) for c in table.column_names if c.startswith("c"))
+    print(f"batch, criteo spec (2^{fz.spec.bits}), {n:,} rows, {uniques:,} distinct categorical values")
+    t_arrow = median_time(lambda: fz.transform(table), repeats)
+    print(f"  pyarrow Table (int64 + string columns): {n / t_arrow:12,.0f} rows/s   ({t_arrow:.2f} s)")
+    df = table.to_pandas()  # i-columns float64 with NaN, c-columns object: as pd.read_csv gives
+    t_pd = median_time(lambda: fz.transform(df), repeats)
+    print(f"  pandas DataFrame (float64 + object)    : {n / t_pd:12,.0f} rows/s   ({t_pd:.2f} s)")
+    m = fz.transform(table)
+    print(f"  output: csr {m.shape}, nnz {m.nnz:,} ({m.nnz / n:.2f} per row), {m.dtype}")
+
+
+def bench_record(table, repeats: int) -> None:
+    fz = Featurizer("criteo")
+    records = table.slice(0, 20000).to_pylist()
+    for r in records[:2000]:  # warm the per-field caches as a running bidder would be
+        fz.transform_record(r)
+    lat = []
+    for _ in range(repeats):
+        for r in records:
+            t = time.perf_counter_ns()
+            fz.transform_record(r)
+            lat.append(time.perf_counter_ns() - t)
+    cold = Featurizer("criteo", cache_size=0)
+    lat_cold = []
+    for r in records[:5000]:
+        t = time.perf_counter_ns()
+        cold.transform_record(r)
+        lat_cold.append(time.perf_counter_ns() - t)
+    q = lambda xs, p: np.percentile(np.array(xs) / 1000, p)  # noqa: E731
+    print(f"single record, criteo spec (39 fields), {len(lat):,} calls")
+    print(f"  cached   : median {q(lat, 50):6.1f} us   p99 {q(lat, 99):6.1f} us")
+    print(f"  no cache : median {q(lat_cold, 50):6.1f} us   p99 {q(lat_cold, 99):6.1f} us")
+
+
+def bench_generated(repeats: int, n: int) -> None:
+    """The generated-OpenRTB spec: multivalued segments, buckets and three crosses."""
+    from shared.featurize.golden import random_records
+    import pyarrow as pa
+
+    spec = load_spec("generated")
+    fz = Featurizer(spec)
+    records = random_records(spec, n, seed=1, clean=True)
+    table = pa.Table.from_pylist(records)
+    t = median_time(lambda: fz.transform(table), repeats)
+    print(f"batch, generated spec (multivalued + crosses), {n:,} rows: {n / t:12,.0f} rows/s")
+    lat = []
+    for r in records[:20000]:
+        s = time.perf_counter_ns()
+        fz.transform_record(r)
+        lat.append(time.perf_counter_ns() - s)
+    print(f"  record path: median {np.median(lat) / 1000:.1f} us   p99 {np.percentile(lat, 99) / 1000:.1f} us")
+
+
+def bench_spark(table, repeats: int) -> None:
+    from shared.config import load_settings
+    from shared.featurize.spark import featurize_spark
+    from shared.spark import get_spark
+
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="bench_featurize_"))
+    spark = get_spark(load_settings({"home": str(home), "spark_master": "local[2]"}, env={}),
+                      app_name="bench-featurize", ui=False)
+    path = str(home / "criteo.parquet")
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path, row_group_size=1 << 17)
+    df = spark.read.parquet(path).repartition(4).cache()
+    n = df.count()
+    spec = load_spec("criteo")
+
+    def run():
+        out = featurize_spark(df, spec)
+        out.write.format("noop").mode("overwrite").save()
+
+    run()  # warm the Python workers
+    t = median_time(run, repeats)
+    print(f"spark local[2], criteo spec, {n:,} rows (cached DataFrame, noop sink): {n / t:12,.0f} rows/s "
+          f"({t:.2f} s)")
+    spark.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["batch", "record", "generated", "spark"], action="append")
+    args = ap.parse_args()
+    only = set(args.only or ["batch", "record", "generated", "spark"])
+    aff = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    print(f"cores available to this process: {len(aff) if aff else '?'}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    t = time.perf_counter()
+    table = criteo_like(args.rows)
+    print(f"generated {args.rows:,} Criteo-shaped rows in {time.perf_counter() - t:.1f} s")
+    if "batch" in only:
+        bench_batch(table, args.repeats)
+    if "record" in only:
+        bench_record(table, args.repeats)
+    if "generated" in only:
+        bench_generated(args.repeats, min(args.rows, 200_000))
+    if "spark" in only:
+        bench_spark(table, max(3, args.repeats // 2))
+
+
+if __name__ == "__main__":
+    main()
