@@ -18,6 +18,7 @@ from shared.config import Settings, load_settings
 COMMAND_MODULES: tuple[str, ...] = (
     "shared.commands",
     "feature_store.cli_generate",
+    "feature_store.cli_warehouse",
 )
 
 

@@ -3,10 +3,12 @@
 Delta's JVM jars come from Maven Central through Spark's own package resolution
 (``spark.jars.packages``, cached by Ivy under ``~/.ivy2.5.2``). For air-gapped clusters set
 ``CTR_DELTA_JARS`` to a comma-separated list of pre-downloaded jar paths instead.
+The JVM's own output goes to ``<data root>/logs/spark.log``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -73,6 +75,26 @@ def _builder(settings: Settings, app_name: str, ui: bool):
     return builder
 
 
+@contextlib.contextmanager
+def _output_to(path):
+    """Point this process's stdout/stderr file descriptors at ``path`` for the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
 def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | None = None) -> "SparkSession":
     """Get or create the process's SparkSession with Delta Lake enabled.
 
@@ -93,23 +115,29 @@ def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | Non
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = _builder(settings, app_name, ui)
+    log_path = settings.home / "logs" / "spark.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        spark = builder.getOrCreate()
+        # The JVM inherits stdout/stderr at launch: send its chatter (Ivy resolution, log4j
+        # start-up) to a log file so commands print only their own output.
+        with _output_to(log_path):
+            spark = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise a variety of types here
         text = str(exc)
+        log_tail = log_path.read_text(errors="replace")[-20000:] if log_path.exists() else ""
         if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
             hint = "Spark needs Java 17+: install a JDK (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
-        elif "JAVA_GATEWAY_EXITED" in text or "Java gateway" in text:
+        elif "UNRESOLVED DEPENDENCIES" in log_tail or "unresolved dependency" in log_tail:
             hint = (
-                f"the JVM exited during start-up; most often Delta Lake's jars ({delta_maven_coordinate()}) "
-                "could not be resolved (see the Ivy lines above). Check access to Maven Central, or download "
-                "the delta-spark and delta-storage jars and set CTR_DELTA_JARS=/path/a.jar,/path/b.jar."
+                f"Delta Lake's jars ({delta_maven_coordinate()}) could not be downloaded from Maven Central. "
+                "Check access to Maven Central, or download the delta-spark and delta-storage jars "
+                "and set CTR_DELTA_JARS=/path/a.jar,/path/b.jar."
             )
         else:
-            hint = "see the Spark log above."
+            hint = "the JVM's output is in the log file named above."
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise SparkStartError(f"Spark failed to start: {first[:300]}. {hint}") from None
+        raise SparkStartError(f"Spark failed to start ({first[:200]}); log: {log_path}. {hint}") from None
     spark.sparkContext.setLogLevel("ERROR")
     last_start_seconds = time.perf_counter() - t0
     return spark

@@ -1,0 +1,69 @@
+"""Warehouse subcommands: ``ctr ingest`` (and, as they land, import / features / read)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+
+def iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="ingest impression + click logs of a day (or a date range) into the observation table",
+        description="Parse, deduplicate, label and quarantine a day's logs into the Delta observation table. "
+                    "Idempotent: one Delta commit replaces each day's partition.",
+    )
+    p.add_argument("--date", type=iso_date, help="the logging day, YYYY-MM-DD")
+    p.add_argument("--start", type=iso_date, help="first day of a range (with --end)")
+    p.add_argument("--end", type=iso_date, help="last day of a range, inclusive")
+    p.add_argument("--window-hours", type=float, default=24.0,
+                   help="click attribution window in hours (default 24)")
+    p.add_argument("--raw", type=Path, help="raw log folder (default <data root>/raw)")
+    p.set_defaults(func=run_ingest)
+
+
+def run_ingest(args, settings) -> int:
+    from shared.cli import CommandError
+
+    if args.date and (args.start or args.end):
+        raise CommandError("give either --date or --start/--end, not both")
+    if args.date:
+        start = end = args.date
+    elif args.start and args.end:
+        start, end = args.start, args.end
+    else:
+        raise CommandError("give --date D, or --start D1 --end D2")
+
+    from datetime import timedelta
+
+    from feature_store.ingest import day_files, ingest_range
+    from shared.spark import get_spark
+
+    raw = args.raw or settings.raw_dir
+    missing = [str(start + timedelta(days=k)) for k in range((end - start).days + 1)
+               if not day_files(raw, "impressions", start + timedelta(days=k))]
+    if end < start:
+        raise CommandError(f"--end {end} is before --start {start}")
+    if missing:
+        raise CommandError(f"no impression logs under {raw / 'impressions'} for: {', '.join(missing)}"
+                           " (run `ctr generate` or point --raw at the logs)")
+
+    spark = get_spark(settings, "ctr-ingest")
+    results = ingest_range(spark, settings, start, end, attribution_window_hours=args.window_hours,
+                           raw_dir=args.raw)
+    total = {k: sum(getattr(r, k) for r in results)
+             for k in ("records_read", "observations", "duplicates", "quarantined", "positives")}
+    print(f"\ningested {len(results)} day(s) into {settings.table_path('observations')}")
+    print(f"  records read {total['records_read']:,} = observations {total['observations']:,}"
+          f" + duplicates {total['duplicates']:,} + quarantined {total['quarantined']:,}")
+    print(f"  positives {total['positives']:,} (CTR {total['positives'] / max(total['observations'], 1):.4f})")
+    print(f"  quarantine: {settings.table_path('quarantine')}; runs: {settings.table_path('ingest_runs')}")
+    return 0

@@ -1,0 +1,312 @@
+"""``ctr ingest``: bidder impression logs + click logs -> the observation table.
+
+One row per served impression: its raw feature fields (the shared OpenRTB mapping),
+its event time and its click label. Per day the job
+
+- parses every line of that day's hourly impression files (file and line kept for
+  quarantine), in Python through :mod:`feature_store.parse` inside ``mapInArrow``
+  so the mapping is the exact code the bidder endpoint runs;
+- drops duplicate impressions (same ``impression_id``: the earliest record is kept,
+  ties by file and line; an id already stored for the previous day also counts as
+  a duplicate);
+- labels an impression 1 when a click for it arrives within the attribution window,
+  reading click files from the impression's day up to the day the window closes,
+  so re-ingesting a day after the next day's clicks land updates its labels;
+- writes malformed lines to the quarantine table, the observations in one Delta
+  commit replacing the day's partition, and one row to the ingest-runs table.
+
+The partition ``date`` is the date of the log file a record was read from (the
+bidder's logging day); ``event_time`` is the record's own timestamp.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from feature_store import tables
+from feature_store.parse import LineError, clip_raw, parse_click, parse_impression
+from shared.config import Settings
+from shared.openrtb import RAW_FIELD_NAMES, RAW_FIELDS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+
+_RAW_DDL = ", ".join(f"{f.name} {f.dtype}" for f in RAW_FIELDS)
+PARSED_IMPRESSIONS_DDL = (
+    "ok boolean, source_file string, line_number long, impression_id string, event_us long, "
+    "reason string, message string, raw string, " + _RAW_DDL
+)
+PARSED_CLICKS_DDL = (
+    "ok boolean, source_file string, line_number long, impression_id string, click_us long, "
+    "reason string, message string, raw string"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            yield number, line
+
+
+def _arrow_schema(ddl: str):
+    """pyarrow schema for a Spark DDL string of the simple types used here."""
+    import pyarrow as pa
+
+    kinds = {"boolean": pa.bool_(), "string": pa.string(), "long": pa.int64(), "double": pa.float64(),
+             "array<string>": pa.list_(pa.string())}
+    return pa.schema([pa.field(name, kinds[kind]) for name, kind in
+                      (part.strip().split(" ", 1) for part in ddl.split(","))])
+
+
+def _parse_impression_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    """mapInArrow body: (source_file, whole file text) -> one parsed row per non-blank line."""
+    import pyarrow as pa
+
+    schema = _arrow_schema(PARSED_IMPRESSIONS_DDL)
+    for batch in batches:
+        for path, text in zip(batch.column("source_file").to_pylist(), batch.column("value").to_pylist()):
+            cols: dict[str, list] = {n: [] for n in schema.names}
+            raw_cols = [cols[n] for n in RAW_FIELD_NAMES]
+            for number, line in _lines(text):
+                try:
+                    iid, t, fields = parse_impression(line)
+                except LineError as err:
+                    ok, iid, us, reason, msg, raw = False, None, None, err.reason, str(err), clip_raw(line)
+                    values = [None] * len(raw_cols)
+                else:
+                    ok, us, reason, msg, raw = True, _micros(t), None, None, None
+                    values = [fields[n] for n in RAW_FIELD_NAMES]
+                cols["ok"].append(ok)
+                cols["source_file"].append(path)
+                cols["line_number"].append(number)
+                cols["impression_id"].append(iid)
+                cols["event_us"].append(us)
+                cols["reason"].append(reason)
+                cols["message"].append(msg)
+                cols["raw"].append(raw)
+                for target, value in zip(raw_cols, values):
+                    target.append(value)
+            yield pa.RecordBatch.from_pydict(cols, schema=schema)
+
+
+def _parse_click_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    import pyarrow as pa
+
+    schema = _arrow_schema(PARSED_CLICKS_DDL)
+    for batch in batches:
+        for path, text in zip(batch.column("source_file").to_pylist(), batch.column("value").to_pylist()):
+            rows = []
+            for number, line in _lines(text):
+                try:
+                    iid, t = parse_click(line)
+                    rows.append((True, path, number, iid, _micros(t), None, None, None))
+                except LineError as err:
+                    rows.append((False, path, number, None, None, err.reason, str(err), clip_raw(line)))
+            columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+            yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)],
+                                             schema=schema)
+
+
+def day_files(raw_dir: Path, kind: str, day: date) -> list[str]:
+    folder = raw_dir / kind / f"date={day.isoformat()}"
+    return sorted(str(p) for p in folder.glob("hour=*.jsonl")) if folder.is_dir() else []
+
+
+def _read_files(spark: "SparkSession", files: list[str]) -> "DataFrame":
+    from pyspark.sql import functions as F
+
+    return (
+        spark.read.text(files, wholetext=True)
+        .select(F.col("_metadata.file_path").alias("source_file"), "value")
+    )
+
+
+@dataclass
+class IngestResult:
+    """What one day's ingest read and wrote. ``records_read`` = ``observations`` +
+    ``duplicates`` + ``quarantined`` always holds (checked before anything is written)."""
+
+    run_id: str
+    date: str
+    records_read: int = 0
+    observations: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    clicks_read: int = 0
+    clicks_quarantined: int = 0
+    clicks_attributed: int = 0
+    clicks_outside_window: int = 0
+    positives: int = 0
+    attribution_window_hours: float = 24.0
+    impression_files: list[str] = field(default_factory=list)
+    click_files: list[str] = field(default_factory=list)
+    delta_version: int = -1
+    seconds: float = 0.0
+
+    @property
+    def conserved(self) -> bool:
+        return self.records_read == self.observations + self.duplicates + self.quarantined
+
+    def line(self) -> str:
+        return (
+            f"{self.date}: read {self.records_read:,} = {self.observations:,} observations + "
+            f"{self.duplicates:,} duplicates + {self.quarantined:,} quarantined; "
+            f"CTR {self.positives / max(self.observations, 1):.4f}; "
+            f"clicks attributed {self.clicks_attributed:,}, outside window {self.clicks_outside_window:,}; "
+            f"Delta v{self.delta_version} ({self.seconds:.1f}s)"
+        )
+
+
+def ingest_day(
+    spark: "SparkSession",
+    settings: Settings,
+    day: date,
+    attribution_window_hours: float = 24.0,
+    raw_dir: Path | None = None,
+) -> IngestResult:
+    """Ingest one logging day into the observation table (idempotent, one commit)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if attribution_window_hours <= 0:
+        raise ValueError("attribution window must be positive")
+    raw_dir = Path(raw_dir or settings.raw_dir)
+    t0 = time.perf_counter()
+    result = IngestResult(run_id=uuid.uuid4().hex, date=day.isoformat(),
+                          attribution_window_hours=attribution_window_hours)
+    result.impression_files = day_files(raw_dir, "impressions", day)
+    if not result.impression_files:
+        raise FileNotFoundError(f"no impression logs for {day} under {raw_dir / 'impressions'}")
+    days_of_clicks = 1 + math.ceil(attribution_window_hours / 24)
+    for k in range(days_of_clicks):
+        result.click_files += day_files(raw_dir, "clicks", day + timedelta(days=k))
+    obs_path = settings.table_path(tables.OBSERVATIONS)
+    window_us = int(attribution_window_hours * 3600 * 1e6)
+
+    parsed = (
+        _read_files(spark, result.impression_files)
+        .mapInArrow(_parse_impression_files, PARSED_IMPRESSIONS_DDL)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    good = parsed.filter("ok")
+    rank = Window.partitionBy("impression_id").orderBy("event_us", "source_file", "line_number")
+    kept = good.withColumn("_rank", F.row_number().over(rank)).filter("_rank = 1").drop("_rank")
+    previous = day - timedelta(days=1)
+    if tables.table_exists(spark, obs_path):
+        seen = (spark.read.format("delta").load(obs_path)
+                .filter(F.col("date") == F.lit(previous.isoformat()).cast("date")).select("impression_id"))
+        kept = kept.join(seen, "impression_id", "left_anti")
+
+    if result.click_files:
+        clicks = (_read_files(spark, result.click_files)
+                  .mapInArrow(_parse_click_files, PARSED_CLICKS_DDL)
+                  .persist(StorageLevel.MEMORY_AND_DISK))
+    else:
+        clicks = spark.createDataFrame([], PARSED_CLICKS_DDL)
+    matched = (
+        clicks.filter("ok").select("impression_id", "click_us")
+        .join(kept.select("impression_id", "event_us"), "impression_id")
+        .withColumn("delay_us", F.col("click_us") - F.col("event_us"))
+        .withColumn("attributed", (F.col("delay_us") >= 0) & (F.col("delay_us") <= window_us))
+    )
+    first_click = (matched.filter("attributed").groupBy("impression_id")
+                   .agg((F.min("delay_us") / 1e6).alias("click_delay_s")))
+    observations = (
+        kept.join(first_click, "impression_id", "left")
+        .select(
+            "impression_id",
+            F.timestamp_micros("event_us").alias("event_time"),
+            F.col("click_delay_s").isNotNull().cast("int").alias("label"),
+            "click_delay_s",
+            *RAW_FIELD_NAMES,
+            F.lit(day.isoformat()).cast("date").alias("date"),
+        )
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+
+    counts = {(r.ok, r.reason): r["count"] for r in parsed.groupBy("ok", "reason").count().collect()}
+    result.records_read = sum(counts.values())
+    result.quarantine_reasons = {reason: n for (ok, reason), n in counts.items() if not ok}
+    result.quarantined = sum(result.quarantine_reasons.values())
+    stats = observations.agg(F.count("*").alias("n"), F.sum("label").alias("pos")).first()
+    result.observations, result.positives = int(stats.n), int(stats.pos or 0)
+    result.duplicates = counts.get((True, None), 0) - result.observations
+    # Click lines are counted and quarantined by the day of the file they were logged in.
+    own = F.col("source_file").contains(f"/clicks/date={day.isoformat()}/")
+    click_counts = clicks.withColumn("own", own).groupBy("own", "ok").count().collect()
+    result.clicks_read = sum(r["count"] for r in click_counts if r.own)
+    result.clicks_quarantined = sum(r["count"] for r in click_counts if r.own and not r.ok)
+    m = matched.agg(F.count("*").alias("n"), F.sum(F.col("attributed").cast("int")).alias("a")).first()
+    result.clicks_attributed = int(m.a or 0)
+    result.clicks_outside_window = int(m.n) - result.clicks_attributed
+    if not result.conserved:  # a bug, never bad input: refuse to write
+        raise RuntimeError(f"ingest of {day}: counts do not add up: {asdict(result)}")
+
+    quarantine = (
+        parsed.filter(~F.col("ok")).select(F.lit("impressions").alias("source"), "source_file", "line_number",
+                                            "reason", "message", "raw")
+        .unionByName(clicks.filter(~F.col("ok"))
+                     .filter(own)
+                     .select(F.lit("clicks").alias("source"), "source_file", "line_number", "reason",
+                             "message", "raw"))
+        .withColumn("run_id", F.lit(result.run_id))
+        .withColumn("date", F.lit(day.isoformat()).cast("date"))
+    )
+    tables.replace_partitions(quarantine, settings.table_path(tables.QUARANTINE), "date", [day.isoformat()])
+    result.delta_version = tables.replace_partitions(observations, obs_path, "date", [day.isoformat()])
+    parsed.unpersist()
+    clicks.unpersist()
+    observations.unpersist()
+    result.seconds = time.perf_counter() - t0
+    _record_run(spark, settings, result)
+    return result
+
+
+def _record_run(spark: "SparkSession", settings: Settings, r: IngestResult) -> None:
+    from pyspark.sql import Row
+
+    row = Row(
+        run_id=r.run_id, date=r.date, finished_at=datetime.now(timezone.utc), seconds=float(r.seconds),
+        impression_files=r.impression_files, click_files=r.click_files,
+        attribution_window_hours=float(r.attribution_window_hours),
+        records_read=r.records_read, observations=r.observations, duplicates=r.duplicates,
+        quarantined=r.quarantined, quarantine_reasons=r.quarantine_reasons, positives=r.positives,
+        clicks_read=r.clicks_read, clicks_quarantined=r.clicks_quarantined,
+        clicks_attributed=r.clicks_attributed, clicks_outside_window=r.clicks_outside_window,
+        observations_version=r.delta_version,
+    )
+    schema = (
+        "run_id string, date string, finished_at timestamp, seconds double, impression_files array<string>, "
+        "click_files array<string>, attribution_window_hours double, records_read long, observations long, "
+        "duplicates long, quarantined long, quarantine_reasons map<string,long>, positives long, "
+        "clicks_read long, clicks_quarantined long, clicks_attributed long, clicks_outside_window long, "
+        "observations_version long"
+    )
+    tables.append(spark.createDataFrame([row], schema), settings.table_path(tables.INGEST_RUNS))
+
+
+def ingest_range(spark, settings: Settings, start: date, end: date, **kwargs) -> list[IngestResult]:
+    """Ingest each day in [start, end] (inclusive), one commit per day."""
+    if end < start:
+        raise ValueError(f"end date {end} is before start date {start}")
+    out = []
+    day = start
+    while day <= end:
+        out.append(ingest_day(spark, settings, day, **kwargs))
+        print(out[-1].line(), flush=True)
+        day += timedelta(days=1)
+    return out

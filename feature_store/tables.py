@@ -1,0 +1,74 @@
+"""Warehouse table names and schemas, and the one way partitions are replaced.
+
+Every job replaces whole partitions with ``replaceWhere`` in a single Delta
+commit, so a job killed midway leaves the previous version intact and running a
+day twice gives the same table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from shared.openrtb import RAW_FIELDS
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+OBSERVATIONS = "observations"
+QUARANTINE = "quarantine"
+INGEST_RUNS = "ingest_runs"
+AGGREGATES = "aggregate_features"
+
+KEY_COLUMNS = (
+    ("impression_id", "string"),
+    ("event_time", "timestamp"),
+    ("label", "int"),
+    ("click_delay_s", "double"),
+)
+
+
+def observation_ddl() -> str:
+    """Spark DDL of the observations table (partition column ``date`` last)."""
+    cols = list(KEY_COLUMNS) + [(f.name, f.dtype) for f in RAW_FIELDS] + [("date", "date")]
+    return ", ".join(f"{n} {t}" for n, t in cols)
+
+
+QUARANTINE_DDL = (
+    "source string, source_file string, line_number long, reason string, message string, "
+    "raw string, run_id string, date date"
+)
+
+
+def table_exists(spark: "SparkSession", path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def latest_version(spark: "SparkSession", path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def replace_partitions(df: "DataFrame", path: str, column: str, values: Iterable[str]) -> int:
+    """Replace the partitions ``column IN values`` of the Delta table at ``path`` with ``df``
+    in one commit (creating the table partitioned by ``column`` if needed); returns the
+    table version written."""
+    values = sorted(set(values))
+    if not values:
+        raise ValueError("replace_partitions needs at least one partition value")
+    quoted = ", ".join(f"'{v}'" for v in values)
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"{column} IN ({quoted})")
+        .partitionBy(column)
+        .save(path)
+    )
+    return latest_version(df.sparkSession, path)
+
+
+def append(df: "DataFrame", path: str) -> int:
+    df.write.format("delta").mode("append").save(path)
+    return latest_version(df.sparkSession, path)
