@@ -170,56 +170,72 @@ class IngestResult:
         )
 
 
-def ingest_day(
+def ingest_days(
     spark: "SparkSession",
     settings: Settings,
-    day: date,
+    days: list[date],
     attribution_window_hours: float = 24.0,
     raw_dir: Path | None = None,
-) -> IngestResult:
-    """Ingest one logging day into the observation table (idempotent, one commit)."""
+) -> list[IngestResult]:
+    """Ingest logging days into the observation table in one pass and one Delta commit.
+
+    Running the same days again gives the same table (idempotent); a run killed before
+    its commit leaves the previous version intact. Returns one result per day.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if attribution_window_hours <= 0:
         raise ValueError("attribution window must be positive")
+    days = sorted(set(days))
+    if not days:
+        raise ValueError("no days to ingest")
     raw_dir = Path(raw_dir or settings.raw_dir)
     t0 = time.perf_counter()
-    result = IngestResult(run_id=uuid.uuid4().hex, date=day.isoformat(),
-                          attribution_window_hours=attribution_window_hours)
-    result.impression_files = day_files(raw_dir, "impressions", day)
-    if not result.impression_files:
-        raise FileNotFoundError(f"no impression logs for {day} under {raw_dir / 'impressions'}")
+    run_id = uuid.uuid4().hex
+    results = {d.isoformat(): IngestResult(run_id=run_id, date=d.isoformat(),
+                                           attribution_window_hours=attribution_window_hours) for d in days}
     days_of_clicks = 1 + math.ceil(attribution_window_hours / 24)
-    for k in range(days_of_clicks):
-        result.click_files += day_files(raw_dir, "clicks", day + timedelta(days=k))
+    impression_files, click_days = [], set()
+    for d in days:
+        r = results[d.isoformat()]
+        r.impression_files = day_files(raw_dir, "impressions", d)
+        if not r.impression_files:
+            raise FileNotFoundError(f"no impression logs for {d} under {raw_dir / 'impressions'}")
+        impression_files += r.impression_files
+        for k in range(days_of_clicks):
+            r.click_files += day_files(raw_dir, "clicks", d + timedelta(days=k))
+            click_days.add(d + timedelta(days=k))
+    click_files = sorted({f for d in sorted(click_days) for f in day_files(raw_dir, "clicks", d)})
     obs_path = settings.table_path(tables.OBSERVATIONS)
     window_us = int(attribution_window_hours * 3600 * 1e6)
+    # A record's partition is the date of the file it was logged in.
+    file_date = F.regexp_extract("source_file", r"date=(\d{4}-\d{2}-\d{2})", 1)
 
     parsed = (
-        _read_files(spark, result.impression_files)
+        _read_files(spark, impression_files)
         .mapInArrow(_parse_impression_files, PARSED_IMPRESSIONS_DDL)
+        .withColumn("date", file_date)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    good = parsed.filter("ok")
     rank = Window.partitionBy("impression_id").orderBy("event_us", "source_file", "line_number")
-    kept = good.withColumn("_rank", F.row_number().over(rank)).filter("_rank = 1").drop("_rank")
-    previous = day - timedelta(days=1)
+    kept = parsed.filter("ok").withColumn("_rank", F.row_number().over(rank)).filter("_rank = 1").drop("_rank")
+    # An id already stored for the day before (when that day is not part of this run) is a duplicate.
+    previous = sorted({(d - timedelta(days=1)).isoformat() for d in days} - {d.isoformat() for d in days})
     if tables.table_exists(spark, obs_path):
         seen = (spark.read.format("delta").load(obs_path)
-                .filter(F.col("date") == F.lit(previous.isoformat()).cast("date")).select("impression_id"))
-        kept = kept.join(seen, "impression_id", "left_anti")
+                .filter(F.col("date").cast("string").isin(previous))
+                .select("impression_id", F.date_add("date", 1).cast("string").alias("date")))
+        kept = kept.join(seen, ["impression_id", "date"], "left_anti")
 
-    if result.click_files:
-        clicks = (_read_files(spark, result.click_files)
-                  .mapInArrow(_parse_click_files, PARSED_CLICKS_DDL)
-                  .persist(StorageLevel.MEMORY_AND_DISK))
-    else:
-        clicks = spark.createDataFrame([], PARSED_CLICKS_DDL)
+    clicks = (
+        _read_files(spark, click_files).mapInArrow(_parse_click_files, PARSED_CLICKS_DDL)
+        if click_files else spark.createDataFrame([], PARSED_CLICKS_DDL)
+    ).withColumn("date", file_date).persist(StorageLevel.MEMORY_AND_DISK)
     matched = (
         clicks.filter("ok").select("impression_id", "click_us")
-        .join(kept.select("impression_id", "event_us"), "impression_id")
+        .join(kept.select("impression_id", "event_us", F.col("date").alias("imp_date")), "impression_id")
         .withColumn("delay_us", F.col("click_us") - F.col("event_us"))
         .withColumn("attributed", (F.col("delay_us") >= 0) & (F.col("delay_us") <= window_us))
     )
@@ -233,53 +249,69 @@ def ingest_day(
             F.col("click_delay_s").isNotNull().cast("int").alias("label"),
             "click_delay_s",
             *RAW_FIELD_NAMES,
-            F.lit(day.isoformat()).cast("date").alias("date"),
+            F.col("date").cast("date").alias("date"),
         )
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
 
-    counts = {(r.ok, r.reason): r["count"] for r in parsed.groupBy("ok", "reason").count().collect()}
-    result.records_read = sum(counts.values())
-    result.quarantine_reasons = {reason: n for (ok, reason), n in counts.items() if not ok}
-    result.quarantined = sum(result.quarantine_reasons.values())
-    stats = observations.agg(F.count("*").alias("n"), F.sum("label").alias("pos")).first()
-    result.observations, result.positives = int(stats.n), int(stats.pos or 0)
-    result.duplicates = counts.get((True, None), 0) - result.observations
-    # Click lines are counted and quarantined by the day of the file they were logged in.
-    own = F.col("source_file").contains(f"/clicks/date={day.isoformat()}/")
-    click_counts = clicks.withColumn("own", own).groupBy("own", "ok").count().collect()
-    result.clicks_read = sum(r["count"] for r in click_counts if r.own)
-    result.clicks_quarantined = sum(r["count"] for r in click_counts if r.own and not r.ok)
-    m = matched.agg(F.count("*").alias("n"), F.sum(F.col("attributed").cast("int")).alias("a")).first()
-    result.clicks_attributed = int(m.a or 0)
-    result.clicks_outside_window = int(m.n) - result.clicks_attributed
-    if not result.conserved:  # a bug, never bad input: refuse to write
-        raise RuntimeError(f"ingest of {day}: counts do not add up: {asdict(result)}")
+    for row in parsed.groupBy("date", "ok", "reason").count().collect():
+        r = results[row.date]
+        r.records_read += row["count"]
+        if not row.ok:
+            r.quarantine_reasons[row.reason] = row["count"]
+            r.quarantined += row["count"]
+        else:
+            r.duplicates += row["count"]  # minus the kept ones below
+    for row in (observations.groupBy(F.col("date").cast("string").alias("d"))
+                .agg(F.count("*").alias("n"), F.sum("label").alias("pos")).collect()):
+        r = results[row.d]
+        r.observations, r.positives = int(row.n), int(row.pos or 0)
+        r.duplicates -= r.observations
+    for row in clicks.groupBy("date", "ok").count().collect():  # counted by the click file's day
+        if row.date in results:
+            results[row.date].clicks_read += row["count"]
+            results[row.date].clicks_quarantined += 0 if row.ok else row["count"]
+    for row in matched.groupBy("imp_date").agg(F.count("*").alias("n"),
+                                               F.sum(F.col("attributed").cast("int")).alias("a")).collect():
+        r = results[row.imp_date]
+        r.clicks_attributed = int(row.a or 0)
+        r.clicks_outside_window = int(row.n) - r.clicks_attributed
+    broken = [asdict(r) for r in results.values() if not r.conserved]
+    if broken:  # a bug, never bad input: refuse to write
+        raise RuntimeError(f"ingest counts do not add up: {broken}")
 
+    day_strings = [d.isoformat() for d in days]
     quarantine = (
         parsed.filter(~F.col("ok")).select(F.lit("impressions").alias("source"), "source_file", "line_number",
-                                            "reason", "message", "raw")
-        .unionByName(clicks.filter(~F.col("ok"))
-                     .filter(own)
+                                            "reason", "message", "raw", "date")
+        .unionByName(clicks.filter(~F.col("ok") & F.col("date").isin(day_strings))
                      .select(F.lit("clicks").alias("source"), "source_file", "line_number", "reason",
-                             "message", "raw"))
-        .withColumn("run_id", F.lit(result.run_id))
-        .withColumn("date", F.lit(day.isoformat()).cast("date"))
+                             "message", "raw", "date"))
+        .withColumn("run_id", F.lit(run_id))
+        .withColumn("date", F.col("date").cast("date"))
+        .select(*[c.split()[0] for c in tables.QUARANTINE_DDL.split(", ")])
     )
-    tables.replace_partitions(quarantine, settings.table_path(tables.QUARANTINE), "date", [day.isoformat()])
-    result.delta_version = tables.replace_partitions(observations, obs_path, "date", [day.isoformat()])
-    parsed.unpersist()
-    clicks.unpersist()
-    observations.unpersist()
-    result.seconds = time.perf_counter() - t0
-    _record_run(spark, settings, result)
-    return result
+    tables.replace_partitions(quarantine, settings.table_path(tables.QUARANTINE), "date", day_strings)
+    version = tables.replace_partitions(observations, obs_path, "date", day_strings)
+    for u in (parsed, clicks, observations):
+        u.unpersist()
+    seconds = time.perf_counter() - t0
+    out = [results[d] for d in day_strings]
+    for r in out:
+        r.delta_version, r.seconds = version, seconds
+    _record_runs(spark, settings, out)
+    return out
 
 
-def _record_run(spark: "SparkSession", settings: Settings, r: IngestResult) -> None:
+def ingest_day(spark: "SparkSession", settings: Settings, day: date, **kwargs) -> IngestResult:
+    """Ingest one logging day (see :func:`ingest_days`)."""
+    return ingest_days(spark, settings, [day], **kwargs)[0]
+
+
+def _record_runs(spark: "SparkSession", settings: Settings, results: list[IngestResult]) -> None:
     from pyspark.sql import Row
 
-    row = Row(
+    rows = [Row(
         run_id=r.run_id, date=r.date, finished_at=datetime.now(timezone.utc), seconds=float(r.seconds),
         impression_files=r.impression_files, click_files=r.click_files,
         attribution_window_hours=float(r.attribution_window_hours),
@@ -288,7 +320,7 @@ def _record_run(spark: "SparkSession", settings: Settings, r: IngestResult) -> N
         clicks_read=r.clicks_read, clicks_quarantined=r.clicks_quarantined,
         clicks_attributed=r.clicks_attributed, clicks_outside_window=r.clicks_outside_window,
         observations_version=r.delta_version,
-    )
+    ) for r in results]
     schema = (
         "run_id string, date string, finished_at timestamp, seconds double, impression_files array<string>, "
         "click_files array<string>, attribution_window_hours double, records_read long, observations long, "
@@ -296,17 +328,15 @@ def _record_run(spark: "SparkSession", settings: Settings, r: IngestResult) -> N
         "clicks_read long, clicks_quarantined long, clicks_attributed long, clicks_outside_window long, "
         "observations_version long"
     )
-    tables.append(spark.createDataFrame([row], schema), settings.table_path(tables.INGEST_RUNS))
+    tables.append(spark.createDataFrame(rows, schema), settings.table_path(tables.INGEST_RUNS))
 
 
 def ingest_range(spark, settings: Settings, start: date, end: date, **kwargs) -> list[IngestResult]:
-    """Ingest each day in [start, end] (inclusive), one commit per day."""
+    """Ingest each day in [start, end] (inclusive) in one pass and one commit."""
     if end < start:
         raise ValueError(f"end date {end} is before start date {start}")
-    out = []
-    day = start
-    while day <= end:
-        out.append(ingest_day(spark, settings, day, **kwargs))
-        print(out[-1].line(), flush=True)
-        day += timedelta(days=1)
-    return out
+    days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
+    results = ingest_days(spark, settings, days, **kwargs)
+    for r in results:
+        print(r.line(), flush=True)
+    return results

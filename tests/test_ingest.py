@@ -133,3 +133,15 @@ def test_duplicate_of_previous_day_is_counted_not_stored(spark, world):
     assert (r.records_read, r.observations, r.duplicates, r.quarantined) == (2, 1, 1, 0)
     assert set(partition(spark, world, DAY2)) == {"K"}
     assert set(partition(spark, world, DAY1)) == {"A", "B", "C", "D"}  # other partitions untouched
+
+
+def test_range_in_one_commit_equals_day_by_day(spark, world):
+    from feature_store.ingest import ingest_days
+
+    day_by_day = {d: partition(spark, world, d) for d in (DAY1, DAY2)}
+    v = tables.latest_version(spark, world.table_path(tables.OBSERVATIONS))
+    results = ingest_days(spark, world, [DAY1, DAY2])
+    assert tables.latest_version(spark, world.table_path(tables.OBSERVATIONS)) == v + 1
+    assert [(r.records_read, r.observations, r.duplicates, r.quarantined) for r in results] == \
+        [(10, 4, 1, 5), (2, 1, 1, 0)]
+    assert {d: partition(spark, world, d) for d in (DAY1, DAY2)} == day_by_day
