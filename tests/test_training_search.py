@@ -132,8 +132,8 @@ def test_successive_halving_within_bounds_with_child_runs(store):
 
 def test_wall_clock_budget_stops_submitting(store):
     space = parse_search_space(SPACE.replace("trials = 5", "trials = 30").replace("[18, 19]", "[18]"))
-    wall = 1.6
-    make = Matrices(sleep=1.0)  # most of the budget goes to preparing the matrices
+    wall = 1.0
+    make = Matrices(sleep=0.5)  # half the budget goes to preparing the matrices
     result = run_search(make, store, space, wall_seconds=wall, n_jobs=1, seed=1, experiment="search-test")
     assert result.stopped_reason == "wall_seconds"
     assert 1 <= len(result.trials) < 30
