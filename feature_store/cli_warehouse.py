@@ -29,6 +29,14 @@ def register(sub) -> None:
     p.add_argument("--raw", type=Path, help="raw log folder (default <data root>/raw)")
     p.set_defaults(func=run_ingest)
 
+    p = sub.add_parser("features", help="aggregate features: build the point-in-time tables")
+    fsub = p.add_subparsers(dest="features_command", metavar="ACTION", required=True)
+    b = fsub.add_parser("build", help="recompute per-entity look-back counts for a date range (one commit)")
+    b.add_argument("--start", type=iso_date, required=True, help="first day to (re)compute")
+    b.add_argument("--end", type=iso_date, required=True, help="last day, inclusive")
+    b.add_argument("--lookbacks", default="1,7", help="look-back days, comma-separated (default 1,7)")
+    b.set_defaults(func=run_features_build)
+
 
 def run_ingest(args, settings) -> int:
     from shared.cli import CommandError
@@ -66,4 +74,22 @@ def run_ingest(args, settings) -> int:
           f" + duplicates {total['duplicates']:,} + quarantined {total['quarantined']:,}")
     print(f"  positives {total['positives']:,} (CTR {total['positives'] / max(total['observations'], 1):.4f})")
     print(f"  quarantine: {settings.table_path('quarantine')}; runs: {settings.table_path('ingest_runs')}")
+    return 0
+
+
+def run_features_build(args, settings) -> int:
+    from shared.cli import CommandError
+
+    try:
+        lookbacks = [int(x) for x in args.lookbacks.split(",") if x.strip()]
+    except ValueError:
+        raise CommandError(f"--lookbacks must be comma-separated whole days, got {args.lookbacks!r}") from None
+    from feature_store.aggregates import build_aggregates
+    from shared.spark import get_spark
+
+    spark = get_spark(settings, "ctr-features")
+    r = build_aggregates(spark, settings, args.start, args.end, lookbacks)
+    print(f"aggregate features {r.start}..{r.end}: {r.rows:,} entity-day rows from observations "
+          f"v{r.observations_version} -> {settings.table_path('aggregate_features')} v{r.delta_version} "
+          f"({r.seconds:.1f}s)")
     return 0
