@@ -25,6 +25,9 @@ Canonical string form (``canonical(value) -> str | None``; ``None`` means *missi
   is Python's ``repr``: the shortest digits that round-trip, fixed-point unless the
   decimal exponent is below -4 (``0.5`` -> ``"0.5"``, ``1e-05`` -> ``"1e-05"``). Every
   non-integral float has magnitude below 2**52, so repr never uses a positive exponent.
+  Caveat: an integer column converted to float64 (pandas' default for nullable ints) is
+  exact only up to 2**53 in magnitude; keep larger ids as int64 (Arrow, pandas ``Int64``)
+  or strings, as the Spark path (Arrow) does.
 * numpy scalars behave as the Python type they hold (``np.float32(0.1)`` is the float
   0.10000000149011612).
 * anything else (bytes, dates, lists for a scalar field, ...) raises :class:`FeaturizeError`.

@@ -13,7 +13,7 @@ form of :mod:`shared.featurize.canonical`:
 * numeric ``log_bucket``: ``ns=<k>`` with ``k = floor(log2(1 + |x|))`` for ``x >= 0`` and
   ``ns=-<k>`` for ``x < 0`` (so ``-0.5`` is bucket ``-0``); ``ns=inf`` / ``ns=-inf``;
   missing hashes ``ns=<missing_token>``. Computed exactly (integer bit length in the
-  record path, float64 boundaries ``2**j - 1`` in the batch path), never with ``log``.
+  record path, ``frexp`` in the batch path), never with ``log``.
 * numeric ``buckets``: ``ns=<i>`` with ``i`` the number of boundaries ``<= x``
   (``bisect_right``), so ``0 .. len(boundaries)``; missing hashes ``ns=<missing_token>``.
 * numeric ``raw``: key ``ns`` (no ``=``) with value ``min(max(x, lo), hi)``; ±inf clip to
@@ -151,16 +151,18 @@ def _factorize(col) -> tuple[np.ndarray, list, bool]:
         return codes, uniques.to_numpy(zero_copy_only=False).tolist(), known
     import pandas as pd
 
-    if not (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)) \
-            or col.dtype == object:
-        # Never pd.factorize an all-string object array: pandas then hashes C strings and
-        # "a\x00b" == "a" == "a\x00". Arrow handles strings exactly; what Arrow cannot hold
-        # (mixed types, ints beyond int64) is not all strings, so pandas hashes Python objects.
+    if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+        # Never pd.factorize an all-string array: pandas then compares C strings, so
+        # "a\x00b" == "a" == "a\x00". Strings go through Arrow, which is exact. Anything
+        # else (mixed types, numbers) is left to pandas, which then hashes Python objects
+        # (Arrow would turn [2**53 + 1, 0.5] into doubles).
         pa, _ = _pa()
         try:
-            return _factorize(pa.array(col, from_pandas=True))
+            arr = pa.array(col, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            pass
+            arr = None
+        if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            return _factorize(arr)
     try:
         codes, uniques = pd.factorize(col, use_na_sentinel=True)
     except TypeError as e:  # unhashable cells, e.g. lists in a scalar column
@@ -189,7 +191,7 @@ def _numbers(col) -> np.ndarray:
     return table[codes]
 
 
-def _list_elements(col, n: int) -> tuple[np.ndarray, np.ndarray, list, bool]:
+def _list_elements(col) -> tuple[np.ndarray, np.ndarray, list, bool]:
     """(row of each element, element codes with -1 for null, distinct elements, whether
     those are known canonical) of a list column."""
     if _is_arrow(col):
@@ -239,6 +241,16 @@ def _slice(frame, start: int, stop: int):
 # Per-field plans: everything precomputable happens at construction.
 
 
+class _Gather(NamedTuple):
+    """One feature index per row: ``table[codes]``, code -1 meaning the table's last entry."""
+
+    table: np.ndarray
+    codes: np.ndarray
+
+    def into(self, out: np.ndarray) -> None:
+        np.take(self.table, self.codes, out=out, mode="wrap")  # codes lie in [-1, len(table))
+
+
 class _TokenColumn(NamedTuple):
     """A categorical or bucketed column in the batch path: ``codes`` per row (-1 null),
     ``remap`` code -> token id (None: codes are token ids), the ``tokens`` and their indices."""
@@ -248,10 +260,9 @@ class _TokenColumn(NamedTuple):
     tokens: list[str]
     index: np.ndarray
 
-    def entries(self) -> np.ndarray:
-        """Feature index per row (one gather)."""
-        table = self.index if self.remap is None else self.index[self.remap]
-        return table[self.codes]
+    def entries(self) -> "_Gather":
+        """Feature index per row, as one gather from a per-code table."""
+        return _Gather(self.index if self.remap is None else self.index[self.remap], self.codes)
 
     def token_ids(self) -> np.ndarray:
         return self.codes if self.remap is None else self.remap[self.codes]
@@ -329,11 +340,11 @@ class _Raw(_Plan):
     def index_of(self, value: Any) -> tuple[int, float]:
         return self.entry(value)[1:]
 
-    def batch(self, col) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, col) -> tuple[_Gather, np.ndarray]:
         x = _numbers(col)
         missing = np.isnan(x)
-        idx = np.where(missing, np.int32(self.missing_index), np.int32(self.slot_index)).astype(np.int32)
-        return idx, np.where(missing, 1.0, np.clip(x, self.lo, self.hi))
+        table = np.array([self.slot_index, self.missing_index], dtype=np.int32)
+        return _Gather(table, missing.view(np.int8)), np.where(missing, 1.0, np.clip(x, self.lo, self.hi))
 
 
 class _Multi(_Plan):
@@ -353,7 +364,7 @@ class _Multi(_Plan):
         return t, (-1 if t is None else self.index(categorical_key(self.ns, t)))
 
     def batch(self, fz: "Featurizer", col, n: int) -> tuple[np.ndarray, np.ndarray]:
-        rows, codes, uniques, known = _list_elements(col, n)
+        rows, codes, uniques, known = _list_elements(col)
         remap, tokens = fz._tokenize(uniques, missing_tid=-1, known=known)
         tids = remap[codes]
         keep = tids >= 0
@@ -378,7 +389,7 @@ class _CrossPlan:
         """Index of the cross of raw ``values`` (one per crossed field)."""
         return self.index(cross_key(self.ns, [p.token(v) for p, v in zip(self.parts, values)]))
 
-    def batch(self, fz: "Featurizer", columns: list[_TokenColumn]) -> np.ndarray:
+    def batch(self, fz: "Featurizer", columns: list[_TokenColumn]) -> _Gather:
         """Feature index per row: distinct token combinations are hashed once each."""
         import pandas as pd
 
@@ -392,16 +403,17 @@ class _CrossPlan:
             comps = [comp[prev] for comp in comps] + [last]
         token_lists = [[toks[i] for i in comp.tolist()] for comp, (_, toks) in zip(comps, parts)]
         keys = [cross_key(self.ns, ts) for ts in zip(*token_lists)]
-        return fz._hash_keys(keys)[codes]
+        return _Gather(fz._hash_keys(keys), codes)
 
 
 class Featurizer:
     """Hashes raw fields into sparse feature vectors, identically on every path.
 
     ``spec`` is a :class:`FeatureSpec`, a shipped spec name or a TOML path.
-    ``cache_size`` bounds the record path's per-field value->index caches (0 disables them).
-    The object is stateless apart from those caches; :meth:`fit` exists for scikit-learn
-    pipelines and does nothing.
+    ``cache_size`` bounds the record path's per-field value->index caches (0 disables them;
+    a full cache is emptied and refilled). The object is stateless apart from those caches,
+    which only ever hold what the uncached computation gives, so one instance may serve
+    several threads. :meth:`fit` exists for scikit-learn pipelines and does nothing.
     """
 
     def __init__(self, spec: FeatureSpec | str, cache_size: int = 4096):
@@ -489,7 +501,7 @@ class Featurizer:
         if n > CHUNK_ROWS:
             return sp.vstack([self.transform(_slice(frame, s, min(s + CHUNK_ROWS, n)))
                               for s in range(0, n, CHUNK_ROWS)], format="csr")
-        fixed: list[tuple[int, np.ndarray]] = []
+        fixed: list[tuple[int, _Gather]] = []
         raw_vals: dict[int, np.ndarray] = {}
         multi: list[tuple[int, np.ndarray, np.ndarray]] = []
         token_cols: dict[str, _TokenColumn] = {}
@@ -514,7 +526,8 @@ class Featurizer:
     def fit_transform(self, frame, y: Any = None) -> sp.csr_matrix:
         return self.transform(frame)
 
-    def _assemble(self, n: int, fixed, raw_vals, multi) -> sp.csr_matrix:
+    def _assemble(self, n: int, fixed: list[tuple[int, _Gather]], raw_vals: dict[int, np.ndarray],
+                  multi: list[tuple[int, np.ndarray, np.ndarray]]) -> sp.csr_matrix:
         """CSR from per-field entries: ``fixed`` (position, index per row), ``raw_vals``
         (position -> value per row) and ``multi`` (position, rows, indices)."""
         bits, fpb = self.spec.bits, self._fp_bits
@@ -522,23 +535,31 @@ class Featurizer:
         if not multi:  # every row has exactly one entry per field: sort within rows
             width = len(fixed)
             row_ptr = np.arange(0, n * width + 1, width, dtype=np.int64)
-            if not raw_vals:  # every value is 1.0: the order of equal indices does not matter
-                mat = np.empty((n, width), np.int32)
-                for j, (_, idx) in enumerate(fixed):
-                    mat[:, j] = idx
-                mat.sort(axis=1)
-                return _merge(n, self.spec.num_features, mat.ravel(), None, row_ptr)
-            mat = np.empty((n, width), np.int64)
-            for j, (pos, idx) in enumerate(fixed):
-                np.bitwise_or(idx.astype(np.int64) << fpb, pos, out=mat[:, j])
+            by_field = np.empty((width, n), np.int32 if not raw_vals else np.int64)
+            for j, (pos, gather) in enumerate(fixed):
+                if raw_vals:  # (index, position) keys: the position orders equal indices
+                    idx = np.empty(n, np.int32)
+                    gather.into(idx)
+                    np.left_shift(idx, fpb, out=by_field[j], dtype=np.int64)
+                    by_field[j] |= pos
+                else:  # every value is 1.0: the order of equal indices does not matter
+                    gather.into(by_field[j])
+            mat = by_field.T.copy()  # (rows, fields), C order
+            del by_field
             mat.sort(axis=1)
+            if not raw_vals:
+                return _merge(n, self.spec.num_features, mat.ravel(), None, row_ptr)
             flat = mat.ravel()
             idx, fps = (flat >> fpb).astype(np.int32), flat & fp_mask
             row_of = lambda at: at // width  # noqa: E731
         else:  # variable-length rows: one sort of (row, index, position) keys
             row_shift = bits + fpb
-            parts = [(np.arange(n, dtype=np.int64) << row_shift) | (idx.astype(np.int64) << fpb) | pos
-                     for pos, idx in fixed]
+            rows_key = np.arange(n, dtype=np.int64) << row_shift
+            parts = []
+            for pos, gather in fixed:
+                idx = np.empty(n, np.int32)
+                gather.into(idx)
+                parts.append(rows_key | (idx.astype(np.int64) << fpb) | pos)
             parts += [(r << row_shift) | (idx.astype(np.int64) << fpb) | pos for pos, r, idx in multi]
             keys = np.concatenate(parts)
             keys.sort()

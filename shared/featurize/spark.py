@@ -32,9 +32,11 @@ def _csr_to_arrays(m) -> tuple["pa.Array", "pa.Array"]:
 
 
 def featurize_spark(df: "DataFrame", spec: FeatureSpec | str, keep: Sequence[str] = (),
-                    indices_col: str = "indices", values_col: str = "values") -> "DataFrame":
+                    indices_col: str = "indices", values_col: str = "values",
+                    block_rows: int = 100_000) -> "DataFrame":
     """``df`` featurized with ``spec``: the ``keep`` columns (e.g. a label, an id) followed by
     ``indices_col`` (array<int>, ascending) and ``values_col`` (array<float>).
+    ``block_rows``: incoming Arrow batches are featurized together up to this many rows.
 
     Raises :class:`SpecError` when ``df`` lacks a spec field or a ``keep`` column."""
     from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
@@ -58,10 +60,24 @@ def featurize_spark(df: "DataFrame", spec: FeatureSpec | str, keep: Sequence[str
         import pyarrow as pa
 
         featurizer = Featurizer(spec)  # once per task: tables and hashes precomputed here
+
+        def flush(pending: list) -> "pa.RecordBatch":
+            table = pa.Table.from_batches(pending)
+            indices, values = _csr_to_arrays(featurizer.transform(table))
+            arrays = [table.column(c).combine_chunks() for c in keep] + [indices, values]
+            return pa.RecordBatch.from_arrays(arrays, names=[*keep, indices_col, values_col])
+
+        # Spark hands over batches of spark.sql.execution.arrow.maxRecordsPerBatch rows
+        # (10,000 by default); featurizing larger blocks hashes each distinct value fewer times.
+        pending, rows = [], 0
         for batch in batches:
-            indices, values = _csr_to_arrays(featurizer.transform(batch))
-            arrays = [batch.column(c) for c in keep] + [indices, values]
-            yield pa.RecordBatch.from_arrays(arrays, names=[*keep, indices_col, values_col])
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= block_rows:
+                yield flush(pending)
+                pending, rows = [], 0
+        if pending:
+            yield flush(pending)
 
     return df.select(*inputs).mapInArrow(featurize_batches, schema)
 
