@@ -213,3 +213,11 @@ def test_load_spec_by_path_and_errors(tmp_path):
         load_spec("nope")
     with pytest.raises(SpecError, match="cannot read spec"):
         load_spec(tmp_path / "absent.toml")
+
+
+def test_to_toml_round_trips_every_option():
+    """Aliases, clip, boundaries, named three-way crosses and a non-ASCII missing token."""
+    for spec in (load_spec(GOLDEN / "golden_a.toml"),
+                 parse(BASE.replace('missing_token = "__missing__"', 'missing_token = "\\u00e9\\"x\\\\"'))):
+        back = FeatureSpec.from_toml(spec.to_toml(), "round-trip")
+        assert back == spec and back.fingerprint == spec.fingerprint

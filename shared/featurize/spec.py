@@ -172,6 +172,26 @@ class FeatureSpec:
             "crosses": [c.normalized() for c in sorted(self.crosses, key=lambda c: c.name)],
         }
 
+    def to_toml(self) -> str:
+        """The spec as a TOML file that :meth:`from_toml` reads back to the same fingerprint
+        (used to store a spec derived in code, e.g. with other ``bits``, beside a model)."""
+        def value(v: Any) -> str:
+            if isinstance(v, str):
+                return json.dumps(v, ensure_ascii=False)  # JSON string escapes are valid TOML
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return repr(v)
+
+        lines = [f"{k} = {value(getattr(self, k))}" for k in ("version", "name", "bits", "seed", "missing_token")]
+        for f in self.fields:
+            lines += ["", "[[fields]]", f"name = {value(f.name)}", f"kind = {value(f.kind)}"]
+            for key in ("alias", "transform", "boundaries", "clip"):
+                if getattr(f, key) is not None:
+                    lines.append(f"{key} = {value(getattr(f, key))}")
+        for c in self.crosses:
+            lines += ["", "[[crosses]]", f"name = {value(c.name)}", f"fields = {value(c.fields)}"]
+        return "\n".join(lines) + "\n"
+
     @cached_property
     def fingerprint(self) -> str:
         """sha256 hex of the normalised spec."""
