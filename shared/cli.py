@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shared.commands",
     "feature_store.cli_generate",
     "feature_store.cli_warehouse",
+    "training.cli",
 )
 
 

@@ -42,39 +42,51 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def smoke_delta_and_mlflow(settings: Settings, spark, report: Report) -> None:
-    """Write a Delta table, read it back and log the round trip to MLflow."""
-    from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
-
-    path = settings.table_path("smoke")
-
-    def roundtrip():
-        spark.range(1000).selectExpr("id", "id % 7 AS bucket").write.format("delta").mode("overwrite").save(path)
-        df = spark.read.format("delta").load(path)
-        return df.count(), df.agg({"bucket": "sum"}).first()[0]
-
-    (rows, total), secs = _timed(roundtrip)
-    report.step("delta", secs, f"wrote and read back {rows} rows (sum of bucket = {total}) at {path}")
-
-    def log_run():
-        mlflow = configure_mlflow(settings)
-        exp = get_or_create_experiment(settings)
-        with mlflow.start_run(experiment_id=exp, run_name="demo-smoke") as run:
-            mlflow.log_params({"table": path, "rows": rows})
-            mlflow.log_metric("bucket_sum", total)
-        return run.info.run_id
-
-    run_id, secs = _timed(log_run)
-    report.step("mlflow", secs, f"logged run {run_id} to {settings.mlflow_tracking_uri}")
-
-
 def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
-    from shared import spark as spark_mod
+    """generate logs -> ingest -> aggregate features -> train + register -> (serve, monitor as they land)."""
+    from datetime import date, timedelta
 
+    from feature_store.aggregates import build_aggregates
+    from feature_store.generator import GeneratorConfig, generate_logs
+    from feature_store.ingest import ingest_range
+    from shared import spark as spark_mod
+    from training.pipeline import Windows, train_from_warehouse
+
+    if days < 4:
+        raise ValueError("the demo needs at least 4 days (train, validation, test and one more)")
     report = Report()
     settings.home.mkdir(parents=True, exist_ok=True)
+    start = date(2026, 11, 1)
+    cfg = GeneratorConfig(start_date=start, days=days, impressions_per_day=per_day, seed=seed)
+    summary, secs = _timed(generate_logs, cfg, settings.raw_dir, overwrite=True, progress=None)
+    report.step("generate", secs, f"{summary.impressions:,} impressions over {days} days, {summary.clicks:,} clicks, "
+                f"{sum(summary.faulty_lines.values()):,} faulty lines, {summary.duplicates:,} duplicates "
+                f"-> {settings.raw_dir}")
+
     spark, secs = _timed(spark_mod.get_spark, settings, "ctr-demo")
     report.step("spark", secs, f"Spark {spark.version} with Delta Lake on {settings.spark_master}")
-    smoke_delta_and_mlflow(settings, spark, report)
+
+    end = start + timedelta(days=days - 1)
+    results, secs = _timed(ingest_range, spark, settings, start, end)
+    tot = {k: sum(getattr(r, k) for r in results) for k in ("records_read", "observations", "duplicates",
+                                                            "quarantined", "positives")}
+    report.step("ingest", secs, f"read {tot['records_read']:,} = {tot['observations']:,} observations + "
+                f"{tot['duplicates']:,} duplicates + {tot['quarantined']:,} quarantined "
+                f"(CTR {tot['positives'] / max(tot['observations'], 1):.4f}) -> Delta v{results[-1].delta_version}")
+
+    agg, secs = _timed(build_aggregates, spark, settings, start, end)
+    report.step("features", secs, f"{agg.rows:,} entity-day aggregate rows (look-backs 1d, 7d), point-in-time")
+
+    # The last day is held out for serving and monitoring; the three before it are train/validation/test.
+    windows = Windows.consecutive(start, days - 3, 1, 1)
+    trained, secs = _timed(train_from_warehouse, spark, settings, windows, "generated",
+                           trials=9, wall_seconds=240, seed=seed)
+    print(trained.summary(), flush=True)
+    t = trained.metrics["test"]
+    best = trained.best_possible_test_log_loss
+    report.step("train", secs, f"v{trained.version} {'promoted to champion' if trained.promoted else 'not promoted'}; "
+                f"test log-loss {t['log_loss']:.5f} (best possible {best:.5f}, constant CTR "
+                f"{trained.baseline_test_log_loss:.5f}), AUC {t['auc']:.3f}, calibration {t['calibration']:.3f}"
+                if best is not None else f"v{trained.version}: test log-loss {t['log_loss']:.5f}")
     print(report.render(settings))
     return 0

@@ -11,6 +11,14 @@ def configure_mlflow(settings: Settings):
     With the default SQLite URI the database folder is created first, since
     SQLAlchemy will not create parent directories.
     """
+    import logging
+    import os
+
+    # Keep command output to what the command says: no per-file download bars, no
+    # "creating tables" chatter from a new SQLite store.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
     uri = settings.mlflow_tracking_uri
