@@ -42,6 +42,15 @@ def delta_maven_coordinate() -> str:
     return f"io.delta:delta-spark_{spark_mm}_2.13:{version('delta-spark')}"
 
 
+def delta_jars(settings: Settings) -> list[str]:
+    """Pre-downloaded Delta jars (``CTR_DELTA_JARS``), checked to exist; empty: resolve from Maven."""
+    jars = [j for j in (settings.delta_jars or os.environ.get("CTR_DELTA_JARS", "")).split(",") if j]
+    missing = [j for j in jars if not os.path.exists(j)]
+    if missing:
+        raise SparkStartError(f"CTR_DELTA_JARS names jars that do not exist: {', '.join(missing)}")
+    return jars
+
+
 def _builder(settings: Settings, app_name: str, ui: bool):
     from pyspark.sql import SparkSession
 
@@ -64,12 +73,9 @@ def _builder(settings: Settings, app_name: str, ui: bool):
         # Python workers are reused across tasks: pandas UDF start-up is paid once.
         .config("spark.python.worker.reuse", "true")
     )
-    jars = settings.delta_jars or os.environ.get("CTR_DELTA_JARS", "")
+    jars = delta_jars(settings)
     if jars:
-        missing = [j for j in jars.split(",") if j and not os.path.exists(j)]
-        if missing:
-            raise SparkStartError(f"CTR_DELTA_JARS names jars that do not exist: {', '.join(missing)}")
-        builder = builder.config("spark.jars", jars)
+        builder = builder.config("spark.jars", ",".join(jars))
     else:
         builder = builder.config("spark.jars.packages", delta_maven_coordinate())
     return builder
@@ -105,6 +111,7 @@ def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | Non
     global last_start_seconds
     from pyspark.sql import SparkSession
 
+    delta_jars(settings)  # a bad setting is an error even when a session is already running
     active = SparkSession.getActiveSession()
     if active is not None:
         last_start_seconds = None
