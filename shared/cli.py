@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "feature_store.cli_generate",
     "feature_store.cli_warehouse",
     "training.cli",
+    "serving.cli",
 )
 
 

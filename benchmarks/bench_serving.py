@@ -1,0 +1,333 @@
+"""Benchmark the scoring endpoint against ``mlflow models serve`` of the same registered version.
+
+    .venv/bin/python benchmarks/bench_serving.py              # full run (~3 minutes)
+    .venv/bin/python benchmarks/bench_serving.py --quick      # 3 s per scenario
+    .venv/bin/python benchmarks/bench_serving.py --parse-only # in-process parsing/scoring costs only
+
+What it does, all on 127.0.0.1:
+
+1. generates impressions with ``feature_store.generator`` (mapped by the ingest's parser),
+   fits a ``SparseLogisticRegression`` on the shipped ``generated`` spec and registers it with
+   ``training.tracking.log_training_run`` (with the pyfunc flavour) in a fresh MLflow SQLite
+   store under a temporary data root;
+2. starts ``ctr serve`` (our server, one process, prediction log on) and
+   ``mlflow models serve -m models:/<name>@champion --env-manager local`` (one uvicorn worker),
+   each as its own process, and checks that both return the same CTRs for the same records;
+3. measures with :mod:`serving.loadgen` (open loop at a fixed rate; closed loop at a fixed
+   concurrency; batches of 100) throughput, p50/p90/p99/max latency and errors, plus each
+   server's CPU time per request (from /proc, the whole process tree) and the client's own
+   CPU per request; the client floor is measured against ``GET /healthz``;
+4. measures in process: featurize + score of one record and of 100, and body parsing with
+   orjson + hand validation versus ``ScoreRequest.model_validate_json`` (pydantic).
+
+Every scenario is bounded in requests (``serving.loadgen.MAX_REQUESTS``) and seconds.
+The machine is shared: the load average at start and end is printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from serving import loadgen  # noqa: E402
+
+MODEL_NAME = "ctr-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and all its descendants (Linux /proc)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tck)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
+def handler_quantiles(metrics_text: str, endpoint: str, qs=(0.5, 0.99)) -> dict[str, str]:
+    """Upper bounds of the server-side handler latency quantiles, from the Prometheus histogram
+    (time inside the handler: no network, no waiting for a CPU before the request is read)."""
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith("ctr_request_latency_seconds_bucket{") and f'endpoint="{endpoint}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out = {}
+    for q in qs:
+        le = next((b for b, c in buckets if c >= q * total), float("inf")) if total else float("nan")
+        out[f"p{q * 100:g}"] = f"<= {le * 1000:g} ms"
+    return out
+
+
+def load_average() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {url}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout:g} s: {url}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # the process group this script started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+# -- in process ----------------------------------------------------------------------
+
+def in_process(model_dir: Path, fields: list[dict], reps: int = 2000) -> dict:
+    import orjson
+
+    from serving.parsing import parse_score_body
+    from serving.scorer import load_scorer
+    from serving.schemas import ScoreRequest
+
+    scorer = load_scorer(model_dir)
+    for f in fields[:500]:
+        scorer.score_records([f])  # warm the featurizer caches like a running server
+
+    def per_call(fn, items, rounds=3):
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for x in items:
+                fn(x)
+            best = min(best, (time.perf_counter() - t0) / len(items))
+        return best * 1e6
+
+    singles = [[f] for f in fields[:reps]]
+    batches = [fields[k:k + 100] for k in range(0, min(len(fields), 5000) - 99, 100)]
+    single_bodies = [orjson.dumps({"records": [{"id": "i", "fields": f}]}) for f in fields[:reps]]
+    batch_bodies = [orjson.dumps({"records": [{"id": str(j), "fields": f} for j, f in enumerate(b)]})
+                    for b in batches]
+    return {
+        "featurize_single_us": per_call(lambda r: scorer.featurizer.transform_record(r[0]), singles),
+        "score_single_us": per_call(scorer.score_records, singles),
+        "score_batch100_us": per_call(scorer.score_records, batches),
+        "parse_single_orjson_us": per_call(lambda b: parse_score_body(b, 1000), single_bodies),
+        "parse_single_pydantic_us": per_call(ScoreRequest.model_validate_json, single_bodies),
+        "parse_batch100_orjson_us": per_call(lambda b: parse_score_body(b, 1000), batch_bodies),
+        "parse_batch100_pydantic_us": per_call(ScoreRequest.model_validate_json, batch_bodies),
+    }
+
+
+# -- set-up --------------------------------------------------------------------------
+
+def build_registered_model(home: Path, n: int, seed: int):
+    from serving.sample import generate_impressions, register_model_dir, train_model_dir
+    from shared.config import load_settings
+
+    settings = load_settings({"home": str(home)}, env={})
+    t0 = time.perf_counter()
+    imps = generate_impressions(n, seed=seed, workdir=home)
+    model_dir, test = train_model_dir(imps, home / "model", C=0.1)
+    version = register_model_dir(settings, model_dir, MODEL_NAME, test, test_window="bench", log_pyfunc=True)
+    print(f"[setup] {n} generated impressions, model fitted (test AUC {test['auc']:.3f}, log-loss "
+          f"{test['log_loss']:.4f}) and registered as {MODEL_NAME} v{version} in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return settings, imps, model_dir, version
+
+
+def start_servers(settings, version: str):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env.pop("CTR_API_TOKEN", None)
+    # mlflow models serve runs `uvicorn` by name: the venv's bin must be on PATH
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    ours_port, mlflow_port = free_port(), free_port()
+    logs = settings.home / "server-logs"
+    logs.mkdir(exist_ok=True)
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "--home", str(settings.home), "--mlflow-uri", settings.mlflow_tracking_uri,
+         "--port", str(ours_port), "serve", "--model-name", MODEL_NAME, "--poll-seconds", "30"],
+        cwd=REPO, env=env, stdout=open(logs / "ours.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    theirs = subprocess.Popen(
+        [str(mlflow_bin), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(mlflow_port), "-w", "1"],
+        cwd=settings.home, env=env, stdout=open(logs / "mlflow.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    ours_url, mlflow_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{mlflow_port}"
+    try:
+        t_ours = wait_ready(ours_url + "/readyz", ours)
+        t_mlflow = wait_ready(mlflow_url + "/ping", theirs)
+    except BaseException:
+        stop(ours)
+        stop(theirs)
+        for name in ("ours.log", "mlflow.log"):
+            print(f"--- {name} (last lines)\n" + "\n".join((logs / name).read_text(errors="replace").splitlines()[-25:]))
+        raise
+    print(f"[setup] ctr serve ready in {t_ours:.1f} s at {ours_url}; mlflow models serve ready in "
+          f"{t_mlflow:.1f} s at {mlflow_url} (logs: {logs})", flush=True)
+    return ours, ours_url, theirs, mlflow_url
+
+
+def parity(ours_url: str, mlflow_url: str, fields: list[dict], columns, version: str) -> float:
+    """Both servers score the same 50 records: largest relative difference."""
+    ours = httpx.post(ours_url + "/v1/score", content=loadgen.score_bodies(fields[:50], 50, 1)[0],
+                      headers={"content-type": "application/json"}).json()
+    assert ours["model_version"] == version, ours
+    theirs = httpx.post(mlflow_url + "/invocations", content=loadgen.mlflow_bodies(fields[:50], 50, 1, columns)[0],
+                        headers={"content-type": "application/json"}, timeout=30).json()
+    a = np.array([p["ctr"] for p in ours["predictions"]])
+    b = np.array([row["click_probability"] for row in theirs["predictions"]])
+    return float(np.max(np.abs(a - b) / b))
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each scenario (default 10)")
+    p.add_argument("--quick", action="store_true", help="3 s per scenario")
+    p.add_argument("--rate", type=float, default=1000.0, help="single-impression rate (default 1000/s)")
+    p.add_argument("--batch-rate", type=float, default=50.0, help="batch-of-100 rate (default 50/s)")
+    p.add_argument("--concurrency", type=int, default=8, help="closed-loop workers for single impressions")
+    p.add_argument("--impressions", type=int, default=20_000, help="generated impressions (train + traffic)")
+    p.add_argument("--client", choices=loadgen.CLIENTS, default="raw")
+    p.add_argument("--parse-only", action="store_true", help="only the in-process measurements")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    seconds = 3.0 if args.quick else args.seconds
+    results: dict = {"load_average_start": load_average(), "cpus": os.cpu_count()}
+    print(f"[bench] load average {results['load_average_start']} on {os.cpu_count()} CPUs", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="ctr-bench-serving-") as tmp:
+        home = Path(tmp)
+        settings, imps, model_dir, version = build_registered_model(home, args.impressions, seed=21)
+        fields = [i.fields for i in imps]
+        traffic = fields[len(fields) // 2:]  # the held-out half: realistic, partly unseen values
+        results["in_process"] = ip = in_process(model_dir, traffic)
+        print("[in-process] " + ", ".join(f"{k} {v:.1f}" for k, v in ip.items()), flush=True)
+        if args.parse_only:
+            return _finish(results, args)
+
+        from shared.featurize import load_spec
+
+        columns = load_spec("generated").input_columns
+        ours, ours_url, theirs, mlflow_url = start_servers(settings, version)
+        try:
+            results["parity_max_rel_diff"] = parity(ours_url, mlflow_url, traffic, columns, version)
+            print(f"[parity] same 50 records, largest relative CTR difference {results['parity_max_rel_diff']:.2e}",
+                  flush=True)
+            single = loadgen.score_bodies(traffic, 1, 2000)
+            batch = loadgen.score_bodies(traffic, 100, 100)
+            m_single = loadgen.mlflow_bodies(traffic, 1, 2000, columns)
+            m_batch = loadgen.mlflow_bodies(traffic, 100, 100, columns)
+            rtb = loadgen.openrtb_bodies([i.bid_request for i in imps[len(imps) // 2:]], 2000)
+            runs = []
+
+            def measure(name, proc, make):
+                cpu0 = tree_cpu_seconds(proc.pid)
+                res = loadgen.run(make())
+                res.name = name
+                server_cpu = tree_cpu_seconds(proc.pid) - cpu0
+                row = res.summary()
+                row["server_cpu_us_per_request"] = round(server_cpu / max(res.requests, 1) * 1e6, 1)
+                runs.append(row)
+                print(res.line() + f"  server {row['server_cpu_us_per_request']:.0f} us CPU/req", flush=True)
+                return row
+
+            for kind in loadgen.CLIENTS:  # what the client alone costs, per request
+                measure(f"client {kind}: GET /healthz", ours, lambda kind=kind: loadgen.run_concurrency(
+                    ours_url + "/healthz", None, method="GET", concurrency=args.concurrency,
+                    seconds=min(seconds, 3.0), client=kind))
+            c = dict(client=args.client)
+            rate_n = dict(seconds=seconds, **c)
+            measure(f"client {args.client}: GET /healthz", ours, lambda: loadgen.run_rate(
+                ours_url + "/healthz", None, method="GET", rate=args.rate, **rate_n))
+            measure("ours /v1/score single", ours, lambda: loadgen.run_rate(
+                ours_url + "/v1/score", single, rate=args.rate, **rate_n))
+            measure("ours /v1/openrtb single", ours, lambda: loadgen.run_rate(
+                ours_url + "/v1/openrtb", rtb, rate=args.rate, **rate_n))
+            measure("ours /v1/score single", ours, lambda: loadgen.run_concurrency(
+                ours_url + "/v1/score", single, concurrency=args.concurrency, seconds=seconds, **c))
+            measure("ours /v1/score batch 100", ours, lambda: loadgen.run_rate(
+                ours_url + "/v1/score", batch, rate=args.batch_rate, predictions_per_request=100, **rate_n))
+            measure("ours /v1/score batch 100", ours, lambda: loadgen.run_concurrency(
+                ours_url + "/v1/score", batch, concurrency=4, seconds=seconds, predictions_per_request=100, **c))
+            measure("mlflow /invocations single", theirs, lambda: loadgen.run_rate(
+                mlflow_url + "/invocations", m_single, rate=args.rate, timeout=5.0, max_in_flight=256, **rate_n))
+            measure("mlflow /invocations single", theirs, lambda: loadgen.run_concurrency(
+                mlflow_url + "/invocations", m_single, concurrency=args.concurrency, seconds=seconds, timeout=10.0, **c))
+            measure("mlflow /invocations batch 100", theirs, lambda: loadgen.run_rate(
+                mlflow_url + "/invocations", m_batch, rate=args.batch_rate, timeout=5.0, max_in_flight=256,
+                predictions_per_request=100, **rate_n))
+            measure("mlflow /invocations batch 100", theirs, lambda: loadgen.run_concurrency(
+                mlflow_url + "/invocations", m_batch, concurrency=4, seconds=seconds, timeout=10.0,
+                predictions_per_request=100, **c))
+            results["runs"] = runs
+            text = httpx.get(ours_url + "/metrics").text
+            results["ours_handler_latency"] = {e: handler_quantiles(text, e) for e in ("score", "openrtb")}
+            print(f"[ours] server-side handler latency over all runs (histogram bounds): "
+                  f"{results['ours_handler_latency']}", flush=True)
+            by = {(r["name"], r["mode"]): r for r in runs}
+            ratio = lambda key, n: by[("ours " + key, "concurrency")]["throughput_rps"] / max(  # noqa: E731
+                by[("mlflow " + n, "concurrency")]["throughput_rps"], 1e-9)
+            results["throughput_ratio_single"] = ratio("/v1/score single", "/invocations single")
+            results["throughput_ratio_batch100"] = ratio("/v1/score batch 100", "/invocations batch 100")
+            print(f"[bench] closed-loop throughput, ours / mlflow models serve: single "
+                  f"{results['throughput_ratio_single']:.1f}x, batch of 100 {results['throughput_ratio_batch100']:.1f}x",
+                  flush=True)
+        finally:
+            stop(ours)
+            stop(theirs)
+    return _finish(results, args)
+
+
+def _finish(results: dict, args) -> int:
+    results["load_average_end"] = load_average()
+    print(f"[bench] load average at the end {results['load_average_end']}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

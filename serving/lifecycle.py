@@ -1,0 +1,210 @@
+"""Which model is served: load at start-up, poll the registry alias, swap atomically.
+
+:class:`ModelManager` holds the current :class:`~serving.scorer.Scorer` in one attribute,
+``current``. Requests read it once (``scorer = manager.current``) and use that object
+for the whole request. A new version is downloaded and loaded completely aside (verify
+checksums, reproduce the fingerprint, build the featurizer, warm it) by the poller
+thread; only then is ``current`` reassigned - a single reference store, atomic under the
+GIL. A failed load leaves ``current`` untouched, is logged with the reason and counted
+in ``ctr_model_load_failures_total{reason}``, and is retried after
+``retry_failed_seconds`` (or at once when the alias moves to yet another version).
+
+Sources: the version behind an alias of a registered model (``RegistrySource``,
+downloaded with :func:`training.tracking.download_model_dir`, plain files only), or a
+fixed model directory (``DirectorySource``, no polling).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from serving.scorer import ModelLoadError, Scorer, load_scorer
+from shared.config import Settings
+
+log = logging.getLogger("ctr.serving")
+
+DEFAULT_MODEL_NAME = "ctr-model"
+DEFAULT_POLL_SECONDS = 30.0
+DEFAULT_RETRY_FAILED_SECONDS = 60.0
+
+
+class ModelSource(Protocol):
+    description: str
+
+    def current_ref(self) -> str:
+        """The version that should be served now (cheap: one registry lookup)."""
+
+    def load(self, ref: str) -> Scorer:
+        """Load ``ref`` fully; raises :class:`ModelLoadError`."""
+
+
+@dataclass
+class DirectorySource:
+    """A model directory served as is (``ctr serve --model-dir``): nothing to poll."""
+
+    path: Path
+
+    @property
+    def description(self) -> str:
+        return f"directory {self.path}"
+
+    def current_ref(self) -> str:
+        return str(self.path)
+
+    def load(self, ref: str) -> Scorer:
+        return load_scorer(ref, source="directory")
+
+
+@dataclass
+class RegistrySource:
+    """The version behind ``alias`` of registered model ``model_name`` in the MLflow registry."""
+
+    settings: Settings
+    model_name: str = DEFAULT_MODEL_NAME
+    alias: str = "champion"
+
+    @property
+    def description(self) -> str:
+        return f"models:/{self.model_name}@{self.alias} ({self.settings.mlflow_tracking_uri})"
+
+    def _client(self):
+        from shared.mlflow_utils import configure_mlflow
+
+        return configure_mlflow(self.settings).MlflowClient()
+
+    def current_ref(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._client().get_model_version_by_alias(self.model_name, self.alias)
+        except MlflowException as exc:
+            raise ModelLoadError("alias_lookup", f"cannot resolve {self.description}: {exc.message}") from None
+        return str(mv.version)
+
+    def load(self, ref: str) -> Scorer:
+        from mlflow.exceptions import MlflowException
+
+        from training.tracking import download_model_dir
+
+        # no tqdm bars in the server log for each download (an explicit setting wins)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+        with tempfile.TemporaryDirectory(prefix=f"ctr-serve-{self.model_name}-v{ref}-") as tmp:
+            try:
+                model_dir = download_model_dir(self.settings, self.model_name, ref, dst_path=tmp)
+                tags = self._client().get_model_version(self.model_name, ref).tags
+            except (MlflowException, OSError, ValueError) as exc:
+                raise ModelLoadError("download", f"cannot download version {ref} of {self.model_name!r}: "
+                                                 f"{getattr(exc, 'message', exc)}") from None
+            # Everything the scorer needs is read into memory; the files can go.
+            scorer = load_scorer(model_dir, version=ref, alias=self.alias, model_name=self.model_name,
+                                 source="registry", location=tags.get("model_dir_uri") or f"models:/{self.model_name}/{ref}")
+        registered = tags.get("feature_fingerprint")
+        if registered and registered != scorer.fingerprint:
+            raise ModelLoadError("fingerprint_mismatch",
+                                 f"version {ref} of {self.model_name!r} is registered with feature fingerprint "
+                                 f"{registered}, its files have {scorer.fingerprint}")
+        return scorer
+
+
+class ModelManager:
+    """Owns the served scorer and the alias poller.
+
+    ``on_swap(old, new)`` and ``on_failure(reason, message)`` let the app record metrics.
+    """
+
+    def __init__(self, source: ModelSource, *, poll_seconds: float = DEFAULT_POLL_SECONDS,
+                 retry_failed_seconds: float = DEFAULT_RETRY_FAILED_SECONDS,
+                 on_swap: Callable[[Scorer | None, Scorer], None] | None = None,
+                 on_failure: Callable[[str, str], None] | None = None):
+        self.source = source
+        self.poll_seconds = float(poll_seconds)
+        self.retry_failed_seconds = float(retry_failed_seconds)
+        self.current: Scorer | None = None
+        self.on_swap = on_swap
+        self.on_failure = on_failure
+        self.last_error: str | None = None
+        self.last_check: float | None = None
+        self._failed: dict[str, float] = {}  # ref -> monotonic time of its last failed load
+        self._lock = threading.Lock()  # one load at a time (poller vs. an explicit refresh)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def polling(self) -> bool:
+        return isinstance(self.source, RegistrySource) and self.poll_seconds > 0
+
+    def _fail(self, reason: str, message: str) -> None:
+        self.last_error = f"{reason}: {message}"
+        log.error("model load failed (%s): %s; still serving %s", reason, message,
+                  self.current.version if self.current else "nothing")
+        if self.on_failure:
+            self.on_failure(reason, message)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Check the source once; load and swap when it names another version.
+        Returns whether a swap happened. Never raises for a bad model: the old one stays."""
+        with self._lock:
+            self.last_check = time.time()
+            try:
+                ref = self.source.current_ref()
+            except ModelLoadError as exc:
+                self._fail(exc.reason, str(exc))
+                return False
+            current = self.current
+            if current is not None and self._ref_of(current) == ref and not force:
+                return False
+            failed_at = self._failed.get(ref)
+            if failed_at is not None and not force and time.monotonic() - failed_at < self.retry_failed_seconds:
+                return False
+            started = time.perf_counter()
+            try:
+                new = self.source.load(ref)
+            except ModelLoadError as exc:
+                self._failed[ref] = time.monotonic()
+                self._fail(exc.reason, str(exc))
+                return False
+            except Exception as exc:  # noqa: BLE001 - a broken artifact must never stop serving
+                self._failed[ref] = time.monotonic()
+                self._fail("unexpected", f"{type(exc).__name__}: {exc}")
+                return False
+            self._failed.pop(ref, None)
+            self.current = new  # the swap: one reference assignment
+            self.last_error = None
+            log.info("serving model version %s (%s, fingerprint %s) after %.0f ms load; previous: %s",
+                     new.version, self.source.description, new.fingerprint[:12],
+                     (time.perf_counter() - started) * 1000, current.version if current else "none")
+            if self.on_swap:
+                self.on_swap(current, new)
+            return True
+
+    def _ref_of(self, scorer: Scorer) -> str:
+        return scorer.version if isinstance(self.source, RegistrySource) else scorer.model_dir
+
+    def start(self) -> None:
+        """Start the alias poller (registry sources with ``poll_seconds > 0`` only)."""
+        if not self.polling or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ctr-model-poller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - keep polling whatever happens
+                log.exception("model poller iteration failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -1,0 +1,192 @@
+"""Request bodies of the scoring endpoints: read with a size limit, parse with orjson,
+validate against the schemas of :mod:`serving.schemas` by hand.
+
+Hand validation instead of pydantic on the hot path: ``benchmarks/bench_serving.py
+--parse-only`` measures both on realistic bodies. Every rejection is an :class:`ApiError`
+with an HTTP status, a stable ``kind`` and a message naming the JSON path at fault.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+
+from serving.schemas import MAX_ID_CHARS
+from shared.openrtb import AD_KEYS, MappingError, impression_fields, request_impressions
+
+SCORE_KEYS = frozenset({"request_id", "records"})
+RECORD_KEYS = frozenset({"id", "fields"})
+ENVELOPE_KEYS = frozenset({"bid_request", "ads"})
+AD_KEY_SET = frozenset(AD_KEYS)
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
+               bool: "boolean", type(None): "null"}
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP ``status``, error ``kind``, human ``message``."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 beyond ``limit`` bytes (checked against
+    Content-Length first, and while streaming for chunked bodies)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "malformed_json", f"Content-Length is not a number: {declared!r}") from None
+        if size > limit:
+            raise ApiError(413, "too_large", f"request body of {size} bytes exceeds the limit of {limit} bytes")
+        try:
+            return await request.body()
+        except ClientDisconnect:
+            raise ApiError(400, "malformed_json", "client disconnected before sending the whole body") from None
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "malformed_json", "client disconnected before sending the whole body") from None
+    return b"".join(chunks)
+
+
+def load_json_object(body: bytes, what: str) -> dict[str, Any]:
+    if not body:
+        raise ApiError(400, "malformed_json", f"empty request body: expected a JSON {what}")
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ApiError(422, "wrong_type", f"request body must be a JSON object ({what}), got {json_type(obj)}")
+    return obj
+
+
+def _unknown(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    if not allowed.issuperset(obj):
+        extra = sorted(k for k in obj if k not in allowed)
+        raise ApiError(422, "unknown_field", f"{where}: unknown field(s) {', '.join(map(repr, extra))} "
+                                             f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _opt_id(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, "wrong_type", f"{where} must be a string, got {json_type(value)}")
+    if len(value) > MAX_ID_CHARS:
+        raise ApiError(422, "bad_value", f"{where} is longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def parse_score_body(body: bytes, max_batch: int) -> tuple[str | None, list[str | None], list[dict[str, Any]]]:
+    """(request_id, record ids, field dicts) of a ``/v1/score`` body."""
+    obj = load_json_object(body, "ScoreRequest")
+    _unknown(obj, SCORE_KEYS, "request body")
+    request_id = _opt_id(obj.get("request_id"), "request_id")
+    records = obj.get("records")
+    if records is None:
+        raise ApiError(422, "missing_field", "missing required field 'records' (a list of {id, fields} objects)")
+    if not isinstance(records, list):
+        raise ApiError(422, "wrong_type", f"records must be an array, got {json_type(records)}")
+    if not records:
+        raise ApiError(422, "bad_value", "records is empty: send at least one record")
+    if len(records) > max_batch:
+        raise ApiError(413, "too_large", f"batch of {len(records)} records exceeds the maximum of {max_batch}")
+    ids: list[str | None] = []
+    fields: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        if type(rec) is not dict:
+            raise ApiError(422, "wrong_type", f"records[{i}] must be an object, got {json_type(rec)}")
+        if not RECORD_KEYS.issuperset(rec):
+            _unknown(rec, RECORD_KEYS, f"records[{i}]")
+        f = rec.get("fields")
+        if type(f) is not dict:
+            if f is None:
+                raise ApiError(422, "missing_field", f"records[{i}]: missing required field 'fields'")
+            raise ApiError(422, "wrong_type", f"records[{i}].fields must be an object, got {json_type(f)}")
+        rid = rec.get("id")
+        ids.append(rid if rid is None or (type(rid) is str and len(rid) <= MAX_ID_CHARS)
+                   else _opt_id(rid, f"records[{i}].id"))
+        fields.append(f)
+    return request_id, ids, fields
+
+
+def _mapping_error(exc: MappingError, where: str = "") -> ApiError:
+    kind = exc.reason if exc.reason in ("wrong_type", "missing_field", "invalid") else "invalid"
+    return ApiError(422, kind, f"{where}{exc}")
+
+
+def parse_openrtb_body(body: bytes, max_batch: int) -> tuple[dict[str, Any], list, list[dict[str, Any]] | None]:
+    """(bid request, its imps, candidate ads or None) of a ``/v1/openrtb`` body: a bare
+    BidRequest, or ``{"bid_request": ..., "ads": [...]}``."""
+    obj = load_json_object(body, "BidRequest or {bid_request, ads}")
+    ads = None
+    if "bid_request" in obj:
+        _unknown(obj, ENVELOPE_KEYS, "request body")
+        request = obj["bid_request"]
+        if not isinstance(request, dict):
+            raise ApiError(422, "wrong_type", f"bid_request must be an object, got {json_type(request)}")
+        raw_ads = obj.get("ads")
+        if raw_ads is not None:
+            if not isinstance(raw_ads, list):
+                raise ApiError(422, "wrong_type", f"ads must be an array, got {json_type(raw_ads)}")
+            for j, ad in enumerate(raw_ads):
+                if not isinstance(ad, dict):
+                    raise ApiError(422, "wrong_type", f"ads[{j}] must be an object, got {json_type(ad)}")
+                _unknown(ad, AD_KEY_SET, f"ads[{j}]")
+            ads = raw_ads or None
+        where = "bid_request."
+    else:
+        request, where = obj, ""
+    rid = request.get("id")
+    if rid is None or rid == "":
+        raise ApiError(422, "missing_field", f"{where}id is missing (OpenRTB requires BidRequest.id)")
+    if not isinstance(rid, str):
+        raise ApiError(422, "wrong_type", f"{where}id must be a string, got {json_type(rid)}")
+    try:
+        imps = request_impressions(request)
+    except MappingError as exc:
+        raise _mapping_error(exc, where) from None
+    pairs = len(imps) * (len(ads) if ads else 1)
+    if pairs > max_batch:
+        raise ApiError(413, "too_large", f"{len(imps)} impressions x {len(ads) if ads else 1} ads = {pairs} "
+                                         f"predictions exceeds the maximum of {max_batch}")
+    for i, imp in enumerate(imps):
+        imp_id = imp.get("id")
+        if imp_id is None or imp_id == "":
+            raise ApiError(422, "missing_field", f"{where}imp[{i}].id is missing (OpenRTB requires Imp.id)")
+        if not isinstance(imp_id, str):
+            raise ApiError(422, "wrong_type", f"{where}imp[{i}].id must be a string, got {json_type(imp_id)}")
+    return request, imps, ads
+
+
+def openrtb_fields(request: dict[str, Any], imps: list, ads: list | None, event_time: datetime
+                   ) -> list[dict[str, Any]]:
+    """Raw fields of every impression (x every candidate ad, ads varying fastest)."""
+    out = []
+    for i, imp in enumerate(imps):
+        try:
+            if ads is None:
+                out.append(impression_fields(request, imp, None, event_time))
+            else:
+                out.extend(impression_fields(request, imp, ad, event_time) for ad in ads)
+        except MappingError as exc:
+            raise _mapping_error(exc, f"imp[{i}]: ") from None
+    return out

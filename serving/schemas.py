@@ -1,0 +1,188 @@
+"""The API's request and response schemas (pydantic), for the OpenAPI document.
+
+The scoring endpoints parse their bodies with orjson and :mod:`serving.parsing`, which
+enforces exactly these schemas (measured: see ``benchmarks/bench_serving.py --parse-only``);
+responses are serialised with orjson in the shapes below. The other endpoints use the
+models directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.openrtb import AD_KEYS, RAW_FIELDS
+
+MAX_BATCH = 1000
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_ID_CHARS = 256
+
+Scalar = Union[str, int, float, bool, None]
+FieldValue = Union[Scalar, list[Scalar]]
+
+_FIELD_DOC = "\n".join(f"* `{f.name}` ({f.dtype}): {f.doc}" for f in RAW_FIELDS)
+
+EXAMPLE_FIELDS: dict[str, Any] = {
+    "inventory_type": "site", "publisher_id": "9527", "site_id": "976716", "domain": "www.dealzone147.fr",
+    "tag_id": "div-gpt-ad-7052618289779-2", "ad_format": "banner", "ad_size": "970x250", "ad_pos": 3,
+    "bidfloor": 1.55, "device_type": 4, "os": "Android", "make": "Google", "model": "Pixel 8",
+    "connection_type": 2, "country": "GBR", "region": "WLS",
+    "user_id": "d7c81796ed157d31de9db58845cc9c08461ecbdf", "user_segments": ["1004", "1061", "5008"],
+    "advertiser_id": "5044", "campaign_id": "433076", "creative_id": "7908081", "creative_type": "banner",
+    "hour_of_day": 14, "day_of_week": 2,
+}
+
+EXAMPLE_BID_REQUEST: dict[str, Any] = {
+    "id": "80ce30c53c16e6ede735f123ef6e32361bfc7b22",
+    "at": 1,
+    "cur": ["USD"],
+    "imp": [{"id": "1", "bidfloor": 0.03, "banner": {"h": 250, "w": 300, "pos": 0}}],
+    "site": {"id": "102855", "cat": ["IAB3-1"], "domain": "www.foobar.com",
+             "page": "http://www.foobar.com/1234.html",
+             "publisher": {"id": "8953", "name": "foobar.com", "cat": ["IAB3-1"], "domain": "foobar.com"}},
+    "user": {"id": "55816b39711f9b5acf3b90e313ed29e51665623f"},
+}
+
+EXAMPLE_ADS = [
+    {"advertiser_id": "5044", "campaign_id": "433076", "creative_id": "7908081", "creative_type": "banner"},
+    {"advertiser_id": "5044", "campaign_id": "433076", "creative_id": "7908082", "creative_type": "rich_media"},
+]
+
+
+class ScoreRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, max_length=MAX_ID_CHARS,
+                           description="Your id for the impression (echoed back and logged), e.g. imp.id.")
+    fields: dict[str, FieldValue] = Field(
+        description=(
+            "Raw feature fields, exactly as `shared.openrtb.impression_fields` produces them. "
+            "An absent field or `null` is *missing* (hashed like a missing value in training). "
+            "A name that is neither read by the served model's spec nor one of these raw fields "
+            "is rejected (422 `unknown_field`); fields the model does not read are logged but do "
+            "not change the score.\n\n" + _FIELD_DOC),
+        examples=[EXAMPLE_FIELDS],
+    )
+
+
+class ScoreRequest(BaseModel):
+    """One impression (a batch of one) or a batch of raw feature records."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [
+            {"request_id": "r-1", "records": [{"id": "imp-1", "fields": EXAMPLE_FIELDS}]},
+            {"records": [{"id": "a", "fields": EXAMPLE_FIELDS},
+                         {"id": "b", "fields": {**EXAMPLE_FIELDS, "creative_id": "7908082"}}]},
+        ]})
+
+    request_id: str | None = Field(None, max_length=MAX_ID_CHARS,
+                                   description="Your id for the request; one is generated when absent.")
+    records: list[ScoreRecord] = Field(min_length=1, max_length=MAX_BATCH,
+                                       description=f"1 to {MAX_BATCH} records, scored in order.")
+
+
+class Prediction(BaseModel):
+    id: str | None = Field(description="The record's id, as given.")
+    ctr: float = Field(description="Predicted click probability, in (0, 1).", examples=[0.0137])
+
+
+class ModelStamp(BaseModel):
+    request_id: str = Field(description="The request's id (given, BidRequest.id, or generated).")
+    model_version: str = Field(description="Registry version of the model that scored *every* record "
+                                           "of this request (or `dir:<sha>` for a served directory).")
+    model_alias: str | None = Field(description="The alias the version was resolved from.")
+    spec_fingerprint: str = Field(description="sha256 of the normalised feature spec the model was trained on.")
+
+
+class ScoreResponse(ModelStamp):
+    predictions: list[Prediction] = Field(description="One per record, in request order.")
+
+
+class CandidateAd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    advertiser_id: str | None = None
+    campaign_id: str | None = None
+    creative_id: str | None = None
+    creative_type: str | None = Field(None, description="banner, video, native or rich_media")
+
+
+class OpenRtbEnvelope(BaseModel):
+    """A bid request with candidate ads: every impression is scored with every ad."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"bid_request": EXAMPLE_BID_REQUEST, "ads": EXAMPLE_ADS}]})
+
+    bid_request: dict[str, Any] = Field(description="The OpenRTB 2.6 BidRequest, unchanged.")
+    ads: list[CandidateAd] = Field(default_factory=list, max_length=MAX_BATCH,
+                                   description=f"Candidate ads (keys: {', '.join(AD_KEYS)}); "
+                                               f"impressions x ads may not exceed {MAX_BATCH}.")
+
+
+class BidRequest(BaseModel):
+    """An OpenRTB 2.6 BidRequest exactly as the exchange sent it. Only the objects the
+    feature mapping reads are checked (`id`, `imp[].id`, and the types of the fields
+    `shared.openrtb.impression_fields` reads); every other field and extension is ignored."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_BID_REQUEST]})
+
+    id: str = Field(description="BidRequest.id; echoed as `request_id`.")
+    imp: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH,
+                                      description="Impressions; each needs a string `id`.")
+
+
+class AdPrediction(BaseModel):
+    index: int = Field(description="Position of the ad in `ads`.")
+    creative_id: str | None
+    ctr: float
+
+
+class ImpressionPrediction(BaseModel):
+    imp_id: str
+    ctr: float = Field(description="Without candidate ads: the impression's predicted CTR with the ad fields "
+                                   "missing. With candidates: the highest candidate CTR (that of `best_ad`).")
+    best_ad: int | None = Field(None, description="Index of the candidate with the highest CTR (null without ads).")
+    ads: list[AdPrediction] | None = Field(None, description="Per candidate, in `ads` order (null without ads).")
+
+
+class OpenRtbResponse(ModelStamp):
+    impressions: list[ImpressionPrediction] = Field(description="One per `imp`, in request order.")
+
+
+class ErrorBody(BaseModel):
+    kind: Literal["malformed_json", "wrong_type", "missing_field", "unknown_field", "bad_value", "invalid",
+                  "too_large", "unauthorized", "not_ready", "internal"]
+    message: str = Field(description="What is wrong and where (a JSON path such as `records[3].fields`).")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ModelInfo(BaseModel):
+    model_name: str | None
+    version: str
+    alias: str | None
+    source: Literal["registry", "directory"]
+    spec_fingerprint: str
+    spec_name: str
+    spec_version: int
+    n_features: int
+    n_nonzero: int
+    created_at: str | None
+    loaded_at: str
+    model_dir: str
+    input_fields: list[str]
+    poll_seconds: float | None = Field(description="Alias poll interval (null: not polling).")
+    last_error: str | None = Field(description="The last failed load or alias lookup, if the latest attempt failed.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_version: str | None = None
+    reason: str | None = None

@@ -1,0 +1,178 @@
+"""The immutable scorer the endpoint holds: one verified model plus its featurizer.
+
+A :class:`Scorer` is built once, aside, by :func:`load_scorer` and never changed; a hot
+swap replaces the whole object with one reference assignment, so a request that grabbed
+the reference scores every record with one version.
+
+Loading reads only the plain files (``training.artifacts.load_model_dir``: checksums
+first, ``allow_pickle=False``) and refuses a model whose spec fingerprint cannot be
+reproduced from its own ``feature_spec.toml`` (weights trained on other features would
+score garbage without any error).
+
+Scoring is one record-path featurization (``Featurizer.transform_record``) and one
+gather + dot product per record over the float32 dense weights: for a batch, all records'
+entries are gathered at once and summed per row with ``np.bincount``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from shared.featurize import FeatureSpec, FeaturizeError, Featurizer, SpecError
+from shared.openrtb import RAW_FIELD_NAMES
+from training.artifacts import MODEL_FILES, LoadedModel, ModelDirError, load_model_dir
+
+
+class ModelLoadError(Exception):
+    """A model that must not be served; ``reason`` is a short code for metrics."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class RecordError(ValueError):
+    """A record that cannot be scored; ``kind`` is ``unknown_field`` or ``bad_value``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, eq=False)
+class Scorer:
+    """A loaded model version, ready to score raw feature records. Immutable."""
+
+    version: str
+    alias: str | None
+    model_name: str | None
+    source: str  # "registry" or "directory"
+    fingerprint: str
+    spec: FeatureSpec
+    featurizer: Featurizer = field(repr=False)
+    dense_weights: np.ndarray = field(repr=False)
+    intercept: float
+    n_nonzero: int
+    created_at: str | None
+    loaded_at: datetime
+    model_dir: str
+    #: Keys a record may carry: the spec's inputs plus every OpenRTB raw field name.
+    accepted_fields: frozenset[str] = field(repr=False, default=frozenset())
+
+    def featurize(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(indices, values) per record; :class:`RecordError` naming the record and field."""
+        accepted = self.accepted_fields
+        transform = self.featurizer.transform_record
+        out = []
+        for i, rec in enumerate(records):
+            if not accepted.issuperset(rec):
+                unknown = sorted(k for k in rec if k not in accepted)
+                raise RecordError("unknown_field", f"records[{i}].fields: unknown field(s) {', '.join(map(repr, unknown))}; "
+                                  f"the model reads {', '.join(self.spec.input_columns)}")
+            try:
+                out.append(transform(rec))
+            except (FeaturizeError, TypeError, ValueError) as exc:
+                raise RecordError("bad_value", f"records[{i}].fields: {exc}") from None
+        return out
+
+    def score_featurized(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """Click probabilities of featurized records."""
+        dense = self.dense_weights
+        if len(pairs) == 1:
+            idx, vals = pairs[0]
+            margins = [self.intercept + float(np.dot(dense[idx], vals))]
+        else:
+            lengths = [len(i) for i, _ in pairs]
+            idx = np.concatenate([i for i, _ in pairs])
+            vals = np.concatenate([v for _, v in pairs])
+            rows = np.repeat(np.arange(len(pairs)), lengths)
+            z = np.bincount(rows, weights=dense[idx] * vals, minlength=len(pairs)) + self.intercept
+            margins = z.tolist()
+        return [_sigmoid(z) for z in margins]
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[float]:
+        return self.score_featurized(self.featurize(records))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "alias": self.alias,
+            "source": self.source,
+            "spec_fingerprint": self.fingerprint,
+            "spec_name": self.spec.name,
+            "spec_version": self.spec.version,
+            "n_features": self.spec.num_features,
+            "n_nonzero": self.n_nonzero,
+            "created_at": self.created_at,
+            "loaded_at": self.loaded_at.isoformat(timespec="milliseconds"),
+            "model_dir": self.model_dir,
+            "input_fields": list(self.spec.input_columns),
+        }
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = None,
+                       model_name: str | None = None, source: str = "directory",
+                       location: str | None = None) -> Scorer:
+    """Check a verified model's spec against its fingerprint and build the scorer."""
+    try:
+        spec = FeatureSpec.from_toml(model.spec_text, source=str(model.spec_path))
+    except SpecError as exc:
+        raise ModelLoadError("bad_spec", f"{model.path}: feature spec is invalid: {exc}") from None
+    if spec.fingerprint != model.fingerprint:
+        raise ModelLoadError(
+            "fingerprint_mismatch",
+            f"{model.path}: the spec file's fingerprint {spec.fingerprint} does not reproduce the model's "
+            f"recorded fingerprint {model.fingerprint}: the weights were trained on other features")
+    if spec.num_features != model.n_features:
+        raise ModelLoadError("bad_spec", f"{model.path}: spec hashes into 2**{spec.bits} columns, "
+                                         f"the weights have {model.n_features}")
+    featurizer = Featurizer(spec)
+    # Warm the record path once so the first request does not pay for lazy set-up.
+    featurizer.transform_record({})
+    return Scorer(
+        version=str(version), alias=alias, model_name=model_name, source=source,
+        fingerprint=spec.fingerprint, spec=spec, featurizer=featurizer,
+        dense_weights=model.dense_weights, intercept=float(model.intercept),
+        n_nonzero=int(model.indices.size), created_at=model.metadata.get("created_at"),
+        loaded_at=datetime.now(timezone.utc), model_dir=location or str(model.path),
+        accepted_fields=frozenset(spec.input_columns) | frozenset(RAW_FIELD_NAMES),
+    )
+
+
+def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str | None = None,
+                model_name: str | None = None, source: str = "directory", location: str | None = None) -> Scorer:
+    """Verify and load a plain model directory into a :class:`Scorer`.
+
+    ``version`` defaults to ``dir:<first 12 hex of the weights checksum>`` (a directory
+    served directly has no registry version). ``location`` is what ``/v1/model`` reports
+    as the model's place (default: the directory)."""
+    try:
+        model = load_model_dir(model_dir)
+    except ModelDirError as exc:
+        reason = "checksum_mismatch" if "checksum mismatch" in str(exc) else "bad_model_dir"
+        raise ModelLoadError(reason, str(exc)) from None
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError("bad_model_dir", f"{model_dir}: {type(exc).__name__}: {exc}") from None
+    unknown = sorted(set(model.checksums) - set(MODEL_FILES))
+    if unknown:  # e.g. an aggregate-feature snapshot: scoring without applying it would be silently wrong
+        raise ModelLoadError("unsupported_model_files",
+                             f"{model_dir}: this server does not know how to apply {', '.join(unknown)}; "
+                             f"it serves models made of {', '.join(MODEL_FILES)} only")
+    if version is None:
+        version = "dir:" + model.checksums["weights.npz"][:12]
+    return scorer_from_loaded(model, version=version, alias=alias, model_name=model_name, source=source,
+                              location=location)

@@ -1,0 +1,130 @@
+"""The prediction log: every scored impression lands in hourly JSON-lines files, never
+blocks a request, and overflow is dropped and counted. Real server over HTTP, real files."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from serving.metrics import ServingMetrics
+from serving.predlog import PredictionLog
+from serving.server import ServeOptions
+from shared.config import load_settings
+from test_serving_support import Served, metric_value, openrtb_examples, score_body, w
+
+HOUR_FILE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})\.jsonl")
+
+
+def read_log(root: Path) -> list[dict]:
+    rows = []
+    for f in sorted(root.rglob("*.jsonl")):
+        m = HOUR_FILE.fullmatch(f.relative_to(root).as_posix())
+        assert m, f
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            ts = datetime.fromisoformat(row["ts"].replace("Z", "+00:00"))
+            assert (ts.strftime("%Y-%m-%d"), ts.strftime("%H")) == m.groups()  # filed by its own hour
+            rows.append(row)
+    return rows
+
+
+def test_every_scored_impression_is_logged(tmp_path, w):
+    settings = load_settings({"home": str(tmp_path)}, env={})
+    sent = {}
+    with Served(settings, ServeOptions(model_dir=w.dirs["a"])) as srv:
+        c = srv.client
+        for k in range(5):
+            body = score_body(w.fields[k * 10:(k + 1) * 10], request_id=f"r{k}")
+            sent[f"r{k}"] = (body, c.post("/v1/score", json=body).json())
+        r = c.post("/v1/score", json={"records": [{"fields": w.fields[99]}]})
+        generated_id = r.json()["request_id"]
+        request = json.loads(openrtb_examples()[0].read_bytes())
+        ads = [w.impressions[0].ad, w.impressions[1].ad]
+        rtb = c.post("/v1/openrtb", json={"bid_request": request, "ads": ads}).json()
+        assert c.post("/v1/score", json={"records": []}).status_code == 422  # rejected: not logged
+    # leaving the block stopped the server, which flushed the log
+    rows = read_log(settings.predictions_dir)
+    assert len(rows) == 5 * 10 + 1 + len(request["imp"]) * 2
+    by_request = {}
+    for row in rows:
+        by_request.setdefault(row["request_id"], []).append(row)
+    for rid, (body, response) in sent.items():
+        logged = by_request[rid]
+        assert [x["impression_id"] for x in logged] == [rec["id"] for rec in body["records"]]
+        assert [x["fields"] for x in logged] == [rec["fields"] for rec in body["records"]]
+        assert [x["ctr"] for x in logged] == [p["ctr"] for p in response["predictions"]]
+        assert {x["model_version"] for x in logged} == {response["model_version"]}
+        assert {x["endpoint"] for x in logged} == {"score"} and all("ad_index" not in x for x in logged)
+    assert by_request[generated_id][0]["impression_id"] is None
+    logged = by_request[request["id"]]
+    assert [(x["impression_id"], x["ad_index"]) for x in logged] == [(imp["id"], j) for imp in request["imp"]
+                                                                     for j in range(2)]
+    assert [x["ctr"] for x in logged] == [a["ctr"] for imp in rtb["impressions"] for a in imp["ads"]]
+    assert logged[1]["fields"]["creative_id"] == ads[1]["creative_id"]
+    assert logged[0]["fields"]["site_id"] == request.get("site", request.get("app", {})).get("id")
+
+
+def test_overflow_is_dropped_and_counted_without_blocking(tmp_path, w):
+    """Capacity 8 records; the writer only wakes when the queue is full (high-water = 8) or
+    in a minute: 3 singles fit, a batch of 6 does not (dropped), a batch of 5 fills it."""
+    settings = load_settings({"home": str(tmp_path)}, env={})
+    options = ServeOptions(model_dir=w.dirs["a"], log_capacity=8, log_high_water=8, log_flush_interval=60)
+    with Served(settings, options) as srv:
+        c = srv.client
+        for k in range(3):
+            assert c.post("/v1/score", json=score_body([w.fields[k]], request_id=f"single-{k}")).status_code == 200
+        t0 = time.perf_counter()
+        r = c.post("/v1/score", json=score_body(w.fields[10:16], request_id="dropped"))
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 6  # scored and answered all the same
+        assert time.perf_counter() - t0 < 2.0
+        assert srv.state.predlog.dropped == 6
+        text = srv.metrics()
+        assert metric_value(text, "ctr_prediction_log_dropped_total") == 6
+        assert metric_value(text, "ctr_prediction_log_queue_records") == 3
+        assert c.post("/v1/score", json=score_body(w.fields[20:25], request_id="fills")).status_code == 200
+        # the full queue woke the writer
+        deadline = time.monotonic() + 10
+        while metric_value(srv.metrics(), "ctr_prediction_log_written_total") < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metric_value(srv.metrics(), "ctr_prediction_log_written_total") == 8
+    rows = read_log(settings.predictions_dir)
+    assert sorted({r["request_id"] for r in rows}) == ["fills", "single-0", "single-1", "single-2"]
+    assert len(rows) == 8
+
+
+def test_hour_partitioning_and_flush_on_close(tmp_path):
+    metrics = ServingMetrics()
+    plog = PredictionLog(tmp_path, capacity=100, flush_interval=60, metrics=metrics)
+    plog.start()
+    t1 = datetime(2026, 11, 21, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp()
+    t2 = datetime(2026, 11, 22, 0, 0, 0, 1000, tzinfo=timezone.utc).timestamp()
+    assert plog.submit(t1, "a", "score", "7", ["i1", "i2"], [0.1, 0.2], [{"site_id": "s"}, {}])
+    assert plog.submit(t2, "b", "openrtb", "7", ["i3"], [0.3], [{"user_segments": ["x", "y"]}], [0])
+    plog.close()  # flushes although the writer would sleep for a minute
+    first = (tmp_path / "date=2026-11-21" / "hour=23.jsonl").read_text().splitlines()
+    second = (tmp_path / "date=2026-11-22" / "hour=00.jsonl").read_text().splitlines()
+    assert [json.loads(x)["impression_id"] for x in first] == ["i1", "i2"]
+    assert json.loads(first[0]) == {"ts": "2026-11-21T23:59:59.999Z", "request_id": "a", "impression_id": "i1",
+                                    "endpoint": "score", "model_version": "7", "ctr": 0.1,
+                                    "fields": {"site_id": "s"}}
+    assert json.loads(second[0])["ad_index"] == 0 and json.loads(second[0])["ts"] == "2026-11-22T00:00:00.001Z"
+    assert plog.written == 3 and metric_value(metrics.exposition()[0].decode(), "ctr_prediction_log_written_total") == 3
+    assert not plog.submit(t1, "late", "score", "7", ["i"], [0.5], [{}])  # closed: refused and counted
+    assert plog.dropped == 1
+
+
+def test_unwritable_directory_is_counted_not_raised(tmp_path):
+    blocker = tmp_path / "predictions"
+    blocker.write_text("a file where the directory should be")
+    metrics = ServingMetrics()
+    plog = PredictionLog(blocker, capacity=10, metrics=metrics)
+    plog.start()
+    assert plog.submit(time.time(), "r", "score", "1", [None], [0.5], [{}])
+    plog.close()
+    assert plog.write_errors == 1 and plog.written == 0
+    assert metric_value(metrics.exposition()[0].decode(), "ctr_prediction_log_write_errors_total") == 1
