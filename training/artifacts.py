@@ -46,6 +46,7 @@ WEIGHTS_FILE = "weights.npz"
 SPEC_FILE = "feature_spec.toml"
 META_FILE = "model.json"
 CHECKSUMS_FILE = "checksums.json"
+AGGREGATES_FILE = "aggregates.parquet"  # optional: the aggregate-feature snapshot for serving
 MODEL_FILES = (WEIGHTS_FILE, SPEC_FILE, META_FILE)
 # model.json keys written by save_model_dir; ``extra`` may not override them.
 RESERVED_KEYS = frozenset({
@@ -126,6 +127,7 @@ def save_model_dir(
     fingerprint: str,
     out_dir,
     extra: Mapping[str, Any] | None = None,
+    aggregates: "Any | None" = None,
 ) -> Path:
     """Write a fitted model as a plain-file model directory and return its path.
 
@@ -133,7 +135,9 @@ def save_model_dir(
     ``{"test": evaluate(...)}`` — and ``data_reference``); it may not override the
     keys in ``RESERVED_KEYS``. ``out_dir`` must not exist or be empty; the files are
     written to a temporary sibling directory and renamed into place, so a reader
-    never sees a half-written model.
+    never sees a half-written model. ``aggregates`` (a pyarrow Table from
+    :func:`feature_store.aggregates.export_snapshot`) is stored as ``aggregates.parquet``
+    with its checksum: the aggregate-feature snapshot the bidder loads with the model.
     """
     model._check_fitted()
     if not fingerprint or not isinstance(fingerprint, str):
@@ -188,7 +192,13 @@ def save_model_dir(
             )
         (tmp / SPEC_FILE).write_bytes(spec)
         (tmp / META_FILE).write_text(_dumps(meta) + "\n", encoding="utf-8")
-        checksums = {name: sha256_file(tmp / name) for name in MODEL_FILES}
+        names = list(MODEL_FILES)
+        if aggregates is not None:
+            import pyarrow.parquet as pq
+
+            pq.write_table(aggregates, tmp / AGGREGATES_FILE)
+            names.append(AGGREGATES_FILE)
+        checksums = {name: sha256_file(tmp / name) for name in names}
         (tmp / CHECKSUMS_FILE).write_text(_dumps(checksums) + "\n", encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
@@ -255,6 +265,16 @@ class LoadedModel:
     @property
     def spec_path(self) -> Path:
         return self.path / SPEC_FILE
+
+    def aggregate_snapshot(self):
+        """The aggregate-feature snapshot stored with the model (checksummed at load), or None."""
+        if AGGREGATES_FILE not in self.checksums:
+            return None
+        import pyarrow.parquet as pq
+
+        from shared.aggregates import AggregateSnapshot
+
+        return AggregateSnapshot.from_arrow(pq.read_table(self.path / AGGREGATES_FILE))
 
     def margin(self, indices, values=None) -> float:
         """Logit of one record given the column indices (and values; default all 1.0)

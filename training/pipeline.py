@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from feature_store.reader import Window, WindowRead, read_window, to_arrow
+from feature_store import tables
+from feature_store.aggregates import export_snapshot, join_aggregates
+from feature_store.reader import Window, WindowRead, read_window, resolve_version, to_arrow
+from shared.aggregates import ENTITIES, feature_columns
 from shared.config import Settings
 from shared.featurize import Featurizer, FeatureSpec, load_spec
 from training.metrics import evaluate
@@ -137,15 +140,27 @@ def train_from_warehouse(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     columns = sorted(set(spec.input_columns) | {"impression_id", "label"})
+    agg_columns = sorted(set(columns) & set(feature_columns()))
+    base_columns = sorted((set(columns) - set(agg_columns))
+                          | ({"date", *(f for e in ENTITIES.values() for f in e)} if agg_columns else set()))
+    aggregates_df = aggregates_version = None
+    if agg_columns:  # point-in-time aggregates, joined by (entity key, date)
+        agg_path = settings.table_path(tables.AGGREGATES)
+        aggregates_version = resolve_version(spark, agg_path)
+        aggregates_df = spark.read.format("delta").option("versionAsOf", aggregates_version).load(agg_path)
     frames: dict[str, "pa.Table"] = {}
     reads: dict[str, WindowRead] = {}
     version = delta_version
     for name in ("train", "validation", "test"):
-        df, read = read_window(spark, settings, getattr(windows, name), columns, table=table, version=version)
+        df, read = read_window(spark, settings, getattr(windows, name), base_columns, table=table, version=version)
+        if aggregates_df is not None:
+            df = join_aggregates(df, aggregates_df).select(*columns)
         version = read.version  # all three windows from one table version
         frames[name], reads[name] = to_arrow(df), read
         if frames[name].num_rows == 0:
             raise ValueError(f"the {name} window {read.window} of {table} (Delta v{version}) has no rows")
+    snapshot = (export_snapshot(spark, settings, windows.test.end, observations_version=version)
+                if agg_columns else None)
     seconds["read"] = time.perf_counter() - t0
 
     labels = {k: f.column("label").to_numpy().astype(np.int8) for k, f in frames.items()}
@@ -188,6 +203,10 @@ def train_from_warehouse(
         **reads["train"].reference(), **windows.reference(),
         "rows": {k: f.num_rows for k, f in frames.items()},
     }
+    if agg_columns:
+        data_reference["aggregates"] = {"path": settings.table_path(tables.AGGREGATES),
+                                        "delta_version": aggregates_version,
+                                        "snapshot_as_of": windows.test.end.isoformat()}
     for key in ("start", "end"):
         data_reference.pop(key)
 
@@ -198,7 +217,8 @@ def train_from_warehouse(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ctr-model-") as tmp:
         model_dir = save_model_dir(model, final_spec.to_toml(), final_spec.fingerprint, Path(tmp) / "model",
-                                   extra={"metrics": metrics, "data_reference": data_reference})
+                                   extra={"metrics": metrics, "data_reference": data_reference},
+                                   aggregates=snapshot)
         run = log_training_run(
             settings, model_dir, model_name=model_name, metrics=metrics, data_reference=data_reference,
             params={"search.best_val_log_loss": result.best_val_log_loss, "search.trials": len(result.trials),
