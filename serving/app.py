@@ -241,14 +241,12 @@ def create_app(state: ServingState) -> FastAPI:
         return response
 
     @app.post("/v1/score", tags=["scoring"], summary="Score raw feature records",
+              description=f"Predicted CTR of each raw feature record (one impression, or a batch of up to "
+                          f"{state.max_batch}), with the model version and spec fingerprint that scored them.",
               response_model=schemas.ScoreResponse, responses=ERROR_RESPONSES,
               openapi_extra=_request_body_doc("ScoreRequest"))
     async def score(request: Request, ctx: ScoringContext = Depends(scoring_context)):
-        """Predicted CTR of each raw feature record (one impression, or a batch of up to
-        MAX_BATCH), with the model version and spec fingerprint that scored them."""
         return await run_scoring("score", request, ctx, _score_payload)
-
-    score.__doc__ = (score.__doc__ or "").replace("MAX_BATCH", str(state.max_batch))
 
     @app.post("/v1/openrtb", tags=["scoring"], summary="Score an OpenRTB 2.6 bid request",
               response_model=schemas.OpenRtbResponse, responses=ERROR_RESPONSES,

@@ -133,6 +133,7 @@ def test_openapi_document_explains_the_api(served):
     score = doc["paths"]["/v1/score"]["post"]
     assert score["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ScoreRequest"}
     assert set(score["responses"]) >= {"200", "400", "401", "413", "422", "503"}
+    assert "a batch of up to 1000" in score["description"]
     assert score["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ScoreResponse")
     req = schemas["ScoreRequest"]
     assert req["properties"]["records"]["maxItems"] == 1000 and req["examples"]
