@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from shared.aggregates import AggregateSnapshot
 from shared.featurize import FeatureSpec, FeaturizeError, Featurizer, SpecError
 from shared.openrtb import RAW_FIELD_NAMES
 from training.artifacts import MODEL_FILES, LoadedModel, ModelDirError, load_model_dir
@@ -64,11 +65,15 @@ class Scorer:
     model_dir: str
     #: Keys a record may carry: the spec's inputs plus every OpenRTB raw field name.
     accepted_fields: frozenset[str] = field(repr=False, default=frozenset())
+    #: The aggregate-feature snapshot trained with the model (None when the spec uses none):
+    #: its values replace whatever the request carries for those columns.
+    aggregates: AggregateSnapshot | None = field(repr=False, default=None)
 
     def featurize(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(indices, values) per record; :class:`RecordError` naming the record and field."""
         accepted = self.accepted_fields
         transform = self.featurizer.transform_record
+        enrich = self.aggregates.enrich if self.aggregates is not None else None
         out = []
         for i, rec in enumerate(records):
             if not accepted.issuperset(rec):
@@ -76,7 +81,7 @@ class Scorer:
                 raise RecordError("unknown_field", f"records[{i}].fields: unknown field(s) {', '.join(map(repr, unknown))}; "
                                   f"the model reads {', '.join(self.spec.input_columns)}")
             try:
-                out.append(transform(rec))
+                out.append(transform(enrich(rec) if enrich else rec))
             except (FeaturizeError, TypeError, ValueError) as exc:
                 raise RecordError("bad_value", f"records[{i}].fields: {exc}") from None
         return out
@@ -150,6 +155,7 @@ def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = 
         n_nonzero=int(model.indices.size), created_at=model.metadata.get("created_at"),
         loaded_at=datetime.now(timezone.utc), model_dir=location or str(model.path),
         accepted_fields=frozenset(spec.input_columns) | frozenset(RAW_FIELD_NAMES),
+        aggregates=model.aggregate_snapshot(),
     )
 
 

@@ -41,3 +41,19 @@ def test_snapshot_round_trip_and_tamper_refused(tmp_path):
         f.write(b"x")
     with pytest.raises(ModelDirError, match="checksum mismatch for aggregates.parquet"):
         load_model_dir(model_dir)
+
+
+def test_bidder_scorer_enriches_records_from_the_snapshot(tmp_path):
+    from serving.scorer import load_scorer
+    from shared.featurize import Featurizer, FeatureSpec
+
+    spec_text = load_spec("generated_agg").to_toml().replace("bits = 22", "bits = 18")
+    spec = FeatureSpec.from_toml(spec_text)
+    model_dir = save_model_dir(fitted(), spec_text, spec.fingerprint, tmp_path / "m", aggregates=snapshot_table())
+    scorer = load_scorer(model_dir)
+    record = {"user_id": "u2", "site_id": "s1", "advertiser_id": "a9"}
+    got = scorer.featurize([record])[0]
+    want = Featurizer(spec).transform_record(load_model_dir(model_dir).aggregate_snapshot().enrich(record))
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    bare = Featurizer(spec).transform_record(record)
+    assert not np.array_equal(got[0], bare[0])  # the snapshot changed the features
