@@ -27,7 +27,7 @@ import numpy as np
 from shared.aggregates import AggregateSnapshot
 from shared.featurize import FeatureSpec, FeaturizeError, Featurizer, SpecError
 from shared.openrtb import RAW_FIELD_NAMES
-from training.artifacts import MODEL_FILES, LoadedModel, ModelDirError, load_model_dir
+from training.artifacts import AGGREGATES_FILE, MODEL_FILES, LoadedModel, ModelDirError, load_model_dir
 
 
 class ModelLoadError(Exception):
@@ -173,11 +173,11 @@ def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str
         raise ModelLoadError(reason, str(exc)) from None
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError("bad_model_dir", f"{model_dir}: {type(exc).__name__}: {exc}") from None
-    unknown = sorted(set(model.checksums) - set(MODEL_FILES))
-    if unknown:  # e.g. an aggregate-feature snapshot: scoring without applying it would be silently wrong
+    unknown = sorted(set(model.checksums) - set(MODEL_FILES) - {AGGREGATES_FILE})
+    if unknown:  # a file this server cannot apply: scoring without it would be silently wrong
         raise ModelLoadError("unsupported_model_files",
                              f"{model_dir}: this server does not know how to apply {', '.join(unknown)}; "
-                             f"it serves models made of {', '.join(MODEL_FILES)} only")
+                             f"it serves models made of {', '.join(MODEL_FILES)} (+ {AGGREGATES_FILE}) only")
     if version is None:
         version = "dir:" + model.checksums["weights.npz"][:12]
     return scorer_from_loaded(model, version=version, alias=alias, model_name=model_name, source=source,

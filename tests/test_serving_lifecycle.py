@@ -182,13 +182,13 @@ def test_fingerprint_mismatch_refused(tmp_path, w, capsys):
 
 
 def test_model_files_the_server_cannot_apply_are_refused(tmp_path, w):
-    """A model directory with an extra checksummed file (say, an aggregate-feature snapshot)
-    would be scored without it: refused, naming the file."""
+    """A model directory with an extra checksummed file this server cannot apply (say, an
+    embedding table) would be scored without it: refused, naming the file."""
     d = rewrite_model_dir(w.dirs["a"], tmp_path / "extra", SPEC_FILE, lambda t: t)
-    (d / "aggregates.parquet").write_bytes(b"PAR1")
+    (d / "embeddings.bin").write_bytes(b"\x00" * 16)
     sums = json.loads((d / CHECKSUMS_FILE).read_text())
-    (d / CHECKSUMS_FILE).write_text(json.dumps({**sums, "aggregates.parquet": sha256_file(d / "aggregates.parquet")}))
-    with pytest.raises(ModelLoadError, match="does not know how to apply aggregates.parquet") as e:
+    (d / CHECKSUMS_FILE).write_text(json.dumps({**sums, "embeddings.bin": sha256_file(d / "embeddings.bin")}))
+    with pytest.raises(ModelLoadError, match="does not know how to apply embeddings.bin") as e:
         load_scorer(d)
     assert e.value.reason == "unsupported_model_files"
 
