@@ -88,5 +88,50 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
                 f"test log-loss {t['log_loss']:.5f} (best possible {best:.5f}, constant CTR "
                 f"{trained.baseline_test_log_loss:.5f}), AUC {t['auc']:.3f}, calibration {t['calibration']:.3f}"
                 if best is not None else f"v{trained.version}: test log-loss {t['log_loss']:.5f}")
+    held_out = end  # the day after the test window: scored live through the bidder endpoint
+    scored, secs = _timed(score_day_over_http, spark, settings, held_out)
+    report.step("serve", secs, scored)
     print(report.render(settings))
     return 0
+
+
+def score_day_over_http(spark, settings: Settings, day, batch: int = 100) -> str:
+    """Start the bidder endpoint on the champion, score every observation of ``day`` through
+    HTTP in batches (each prediction lands in the prediction log), stop it."""
+    import http.client
+    from datetime import timedelta
+    from urllib.parse import urlsplit
+
+    import orjson
+
+    from feature_store.reader import Window, read_window, to_arrow
+    from serving.server import ServeOptions, running_server
+    from shared.openrtb import RAW_FIELD_NAMES
+
+    df, _ = read_window(spark, settings, Window(day, day + timedelta(days=1)), ["impression_id", *RAW_FIELD_NAMES])
+    rows = to_arrow(df).to_pylist()
+    ctrs: list[float] = []
+    latencies: list[float] = []
+    with running_server(settings, ServeOptions(poll_seconds=3600)) as url:
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        version = None
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            body = orjson.dumps({"request_id": f"demo-{day.isoformat()}-{start // batch}",
+                                 "records": [{"id": r.pop("impression_id"), "fields": r} for r in chunk]})
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/score", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            payload = orjson.loads(resp.read())
+            latencies.append(time.perf_counter() - t0)
+            if resp.status != 200:
+                raise RuntimeError(f"scoring failed with HTTP {resp.status}: {payload}")
+            version = payload["model_version"]
+            ctrs += [p["ctr"] for p in payload["predictions"]]
+        conn.close()
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
+    return (f"champion v{version} scored {len(ctrs):,} held-out impressions of {day} over HTTP in "
+            f"{len(latencies):,} batches of {batch} (p99 {p99:.1f} ms, mean predicted CTR "
+            f"{sum(ctrs) / max(len(ctrs), 1):.4f}); prediction log in {settings.predictions_dir}")
