@@ -1,4 +1,9 @@
-"""Training subcommands: ``ctr train`` and ``ctr models list|promote|rollback``."""
+"""Training subcommands: ``ctr train``, ``ctr backtest`` and ``ctr models list|promote|rollback``.
+
+``ctr train`` runs the scikit-learn search by default; ``--engine mllib`` fits Spark MLlib
+(:mod:`training.distributed`), ``--per-segment COLUMN`` one model per segment value
+(:mod:`training.segments`); both take fixed settings or a small grid with ``--param``.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +31,47 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, help="override the space's trial budget")
     p.add_argument("--wall-seconds", type=float, help="override the space's wall-time budget")
     p.add_argument("--jobs", type=int, help="parallel trial processes")
-    p.add_argument("--model-name", default="ctr-model")
+    p.add_argument("--model-name", help="registered model (default ctr-model; ctr-segment-model with --per-segment)")
     p.add_argument("--margin", type=float, help="relative log-loss improvement needed to take champion")
+    g = p.add_argument_group("distributed and per-segment training")
+    g.add_argument("--engine", choices=("sklearn", "mllib"), default="sklearn",
+                   help="sklearn: the constrained search on the driver (default); mllib: Spark MLlib "
+                        "logistic regression on the same hashed features")
+    g.add_argument("--per-segment", metavar="COLUMN",
+                   help="fit one model per value of COLUMN (e.g. advertiser_id) in parallel with Spark and "
+                        "register global model + segments as one version")
+    g.add_argument("--param", action="append", metavar="KEY=V[,V...]",
+                   help="setting for --engine mllib / --per-segment (penalty, C, l1_ratio, downsample_rate, "
+                        "max_iter, tol); several values make a grid chosen on validation. Repeatable")
+    g.add_argument("--min-rows", type=int, default=200, help="per-segment: fewer training rows -> global model")
+    g.add_argument("--min-positives", type=int, default=10,
+                   help="per-segment: fewer training clicks -> global model")
+    g.add_argument("--retries", type=int, default=2, help="per-segment: retries of failed segment tasks")
+    g.add_argument("--run-id", help="per-segment: resume this run id (skips segments it already completed)")
+    g.add_argument("--global-engine", choices=("mllib", "sklearn"), default="mllib",
+                   help="per-segment: how the global (fallback) model is fitted (default mllib)")
     p.set_defaults(func=run_train)
+
+    b = sub.add_parser(
+        "backtest",
+        help="rolling back-test: train k days, test the next, N times; metrics to the backtest_metrics table",
+        description="For each of --days test days t = start + train-days + i: fit one setting on the "
+                    "train-days days before t and score day t. Metrics per day go to the Delta table "
+                    "backtest_metrics (run_id, test_date, ...) and are printed.",
+    )
+    b.add_argument("--start", type=iso_date, required=True, help="first training day, YYYY-MM-DD")
+    b.add_argument("--days", type=int, required=True, help="number of test days")
+    b.add_argument("--train-days", type=int, required=True, help="training days before each test day")
+    b.add_argument("--spec", default="generated", help="feature spec: shipped name or TOML path (default generated)")
+    b.add_argument("--table", default="observations")
+    b.add_argument("--delta-version", type=int, help="read this table version (default: latest)")
+    b.add_argument("--engine", choices=("sklearn", "mllib"), default="sklearn")
+    b.add_argument("--param", action="append", metavar="KEY=VALUE", help="fixed setting (repeatable)")
+    b.add_argument("--from-model", metavar="REF",
+                   help="take setting and bits from a registered version (alias such as champion, or number)")
+    b.add_argument("--model-name", default="ctr-model", help="registered model for --from-model")
+    b.add_argument("--run-id", help="back-test run id (default: new); re-running one replaces its rows")
+    b.set_defaults(func=run_backtest)
 
     m = sub.add_parser("models", help="list registered versions and manage the champion alias")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -50,17 +93,76 @@ def run_train(args, settings) -> int:
             raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
     from shared.featurize import load_spec
     from shared.spark import get_spark
-    from training.pipeline import Windows, train_from_warehouse
+    from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
     spec = load_spec(args.spec)  # fail fast, before Spark starts
     windows = Windows.consecutive(args.start, args.train_days, args.validation_days, args.test_days)
+    if args.per_segment or args.engine == "mllib":
+        from training.distributed import parse_grid
+
+        grid = parse_grid(args.param)
+        spark = get_spark(settings, "ctr-train")
+        if args.per_segment:
+            from training.segments import DEFAULT_MODEL_NAME as SEGMENT_MODEL_NAME
+            from training.segments import train_segments_from_warehouse
+
+            if min(args.min_rows, args.min_positives) < 1 or args.retries < 0:
+                raise CommandError("--min-rows and --min-positives must be >= 1, --retries >= 0")
+            result = train_segments_from_warehouse(
+                spark, settings, windows, args.per_segment, spec, run_id=args.run_id, grid=grid,
+                min_rows=args.min_rows, min_positives=args.min_positives, max_retries=args.retries,
+                global_engine=args.global_engine, table=args.table, model_name=args.model_name or SEGMENT_MODEL_NAME,
+                margin=args.margin, delta_version=args.delta_version,
+            )
+        else:
+            from training.distributed import train_mllib_from_warehouse
+
+            result = train_mllib_from_warehouse(
+                spark, settings, windows, spec, grid=grid, table=args.table,
+                model_name=args.model_name or DEFAULT_MODEL_NAME, margin=args.margin,
+                delta_version=args.delta_version,
+            )
+        print(result.summary())
+        return 0
+    if args.param:
+        raise CommandError("--param applies to --engine mllib and --per-segment; the sklearn engine searches "
+                           "its --search-space")
     spark = get_spark(settings, "ctr-train")
     result = train_from_warehouse(
         spark, settings, windows, spec, table=args.table, search_space=args.search_space, trials=args.trials,
-        wall_seconds=args.wall_seconds, n_jobs=args.jobs, model_name=args.model_name, margin=args.margin,
-        delta_version=args.delta_version,
+        wall_seconds=args.wall_seconds, n_jobs=args.jobs, model_name=args.model_name or DEFAULT_MODEL_NAME,
+        margin=args.margin, delta_version=args.delta_version,
     )
     print(result.summary())
+    return 0
+
+
+def run_backtest(args, settings) -> int:
+    from shared.cli import CommandError
+
+    if args.days < 1 or args.train_days < 1:
+        raise CommandError("--days and --train-days must be at least 1")
+    if args.param and args.from_model:
+        raise CommandError("give --param or --from-model, not both")
+    from shared.featurize import load_spec
+    from shared.spark import get_spark
+    from training.backtest import run_backtest as backtest
+    from training.backtest import setting_from_model
+    from training.distributed import parse_grid
+
+    spec = load_spec(args.spec)
+    bits = None
+    if args.from_model:
+        setting, bits = setting_from_model(settings, args.model_name, args.from_model)
+    else:
+        grid = parse_grid(args.param)
+        if len(grid) != 1:
+            raise CommandError("a back-test runs one setting: give each --param a single value")
+        setting = grid[0]
+    spark = get_spark(settings, "ctr-backtest")
+    result = backtest(spark, settings, args.start, args.days, args.train_days, spec, setting=setting, bits=bits,
+                      engine=args.engine, run_id=args.run_id, table=args.table, delta_version=args.delta_version)
+    print(result.table())
     return 0
 
 
