@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "feature_store.cli_warehouse",
     "training.cli",
     "serving.cli",
+    "monitoring.cli",
 )
 
 

@@ -1,0 +1,152 @@
+"""The retraining decision (pure function): one case per rule, with the reasons it gives."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from monitoring.schedule_job import own_attempts
+from monitoring.scheduler import Attempt, Inputs, Policy, backoff, decide, estimated_cost
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+P = Policy()
+
+
+def inputs(**kw) -> Inputs:
+    """A healthy production model: 2 days old, NE and calibration on target, no drift."""
+    base = dict(now=NOW, has_model=True, model_created_at=NOW - timedelta(days=2),
+                last_training_at=NOW - timedelta(days=2), ne_recent=0.80, ne_baseline=0.80,
+                calibration_recent=1.0, max_feature_psi=0.05, psi_field="site_id",
+                param_relative_change=0.1, past_run_seconds=(1800.0,), spent_last_week=0.0)
+    base.update(kw)
+    return Inputs(**base)
+
+
+def hours(h: float) -> timedelta:
+    return timedelta(hours=h)
+
+
+def test_healthy_model_is_kept_and_every_check_is_explained():
+    d = decide(inputs())
+    assert d.action == "wait" and not d.retrain and d.triggers == () and d.blockers == ()
+    text = "\n".join(d.reasons)
+    for phrase in ("model age 48.0 h < limit 168 h", "normalized entropy +0.00%", "calibration 1.000 within",
+                   "largest feature PSI 0.050", "no trigger"):
+        assert phrase in text, text
+    assert d.estimated_cost == pytest.approx(0.5)  # median past run 30 min x 1/h
+
+
+def test_age_limit_triggers_even_when_gain_is_small():
+    d = decide(inputs(model_created_at=NOW - hours(170), last_training_at=NOW - hours(170)))
+    assert d.retrain and d.triggers == ("age",)
+    assert any("model age 170.0 h >= limit 168 h" in r for r in d.reasons)
+    assert d.expected_value == pytest.approx(0.001 * 170 / 24 * 100 * 2)
+
+
+def test_volatile_parameters_halve_the_age_limit():
+    d = decide(inputs(model_created_at=NOW - hours(90), last_training_at=NOW - hours(90),
+                      param_relative_change=0.8))
+    assert d.retrain and d.triggers == ("age",)
+    assert any("age limit halved to 84 h" in r for r in d.reasons)
+    assert not decide(inputs(model_created_at=NOW - hours(90), last_training_at=NOW - hours(90))).retrain
+
+
+def test_degradation_worth_a_run():
+    d = decide(inputs(ne_recent=0.824))  # +3 %
+    assert d.retrain and d.triggers == ("degradation",)
+    # gain 3 % + 2 days x 0.1 %/day = 3.2 % -> 3.2 x 2 per % = 6.4 against cost 0.5
+    assert d.expected_value == pytest.approx(6.4)
+    assert not decide(inputs(ne_recent=0.815)).retrain  # +1.9 %: under the 2 % threshold
+
+
+def test_degradation_not_worth_an_expensive_run():
+    d = decide(inputs(ne_recent=0.824, past_run_seconds=(36000.0,), spent_last_week=0.0),
+               Policy(budget_per_week=1000))
+    assert d.action == "wait" and d.blockers == ("not_worth_it",)
+    assert d.estimated_cost == pytest.approx(10.0) and d.expected_value == pytest.approx(6.4)
+
+
+def test_calibration_and_feature_drift_trigger():
+    d = decide(inputs(calibration_recent=1.15))
+    assert d.retrain and d.triggers == ("calibration",)
+    assert d.expected_value == pytest.approx((0.01 + 0.002) * 100 * 2)
+    d = decide(inputs(max_feature_psi=0.35, psi_field="device_type"))
+    assert d.retrain and d.triggers == ("feature_drift",)
+    assert any("PSI 0.350 on device_type > 0.2" in r for r in d.reasons)
+    assert d.expected_value == pytest.approx((0.01 + 0.002) * 100 * 2)
+
+
+def test_budget_blocks_until_the_hard_age_limit():
+    over = dict(spent_last_week=19.8)
+    d = decide(inputs(ne_recent=0.9, **over))
+    assert d.action == "wait" and d.blockers == ("budget",)
+    assert any("over budget: 19.80 spent in the last 7 days + 0.50 > 20/week" in r for r in d.reasons)
+    old = decide(inputs(model_created_at=NOW - hours(400), last_training_at=NOW - hours(400), **over))
+    assert old.retrain and any("past the hard age limit" in r for r in old.reasons)
+
+
+def test_too_soon_after_the_last_training():
+    d = decide(inputs(ne_recent=0.9, last_training_at=NOW - hours(3)))
+    assert d.action == "wait" and d.blockers == ("too_soon",)
+    assert d.retry_at == NOW - hours(3) + hours(12)
+
+
+def test_no_model_trains_without_figures():
+    d = decide(Inputs(now=NOW, has_model=False))
+    assert d.retrain and d.triggers == ("no_model",)
+    assert d.estimated_cost == pytest.approx(0.5)  # no history: the default run length
+
+
+def test_running_attempt_waits():
+    d = decide(inputs(ne_recent=0.9, attempts=(Attempt(NOW - hours(1), "running"),)))
+    assert d.action == "wait" and d.blockers == ("running",)
+
+
+def test_exponential_backoff_and_cap():
+    assert [backoff(k, P) for k in (0, 1, 2, 3)] == [timedelta(0), timedelta(minutes=30), timedelta(minutes=60),
+                                                     timedelta(minutes=120)]
+    assert backoff(10, P) == timedelta(hours=12)  # capped
+    bad = inputs(ne_recent=0.9)
+    two = (Attempt(NOW - hours(5), "failed"), Attempt(NOW - timedelta(minutes=40), "failed"))
+    d = decide(Inputs(**{**bad.__dict__, "attempts": two}))
+    assert d.action == "wait" and d.blockers == ("backoff",)
+    assert d.retry_at == NOW - timedelta(minutes=40) + timedelta(minutes=60)
+    later = decide(Inputs(**{**bad.__dict__, "attempts": two, "now": NOW + timedelta(minutes=21)}))
+    assert later.retrain and any("retry 3 of 5 after 2 failure(s)" in r for r in later.reasons)
+    five = tuple(Attempt(NOW - hours(20 - k), "failed") for k in range(5))
+    gave_up = decide(Inputs(**{**bad.__dict__, "attempts": five}))
+    assert gave_up.action == "give_up" and gave_up.blockers == ("retries_exhausted",)
+    # a success resets the count
+    reset = (*five, Attempt(NOW - hours(13), "succeeded"))
+    assert decide(Inputs(**{**bad.__dict__, "attempts": reset})).retrain
+
+
+def test_cost_estimate_is_the_median_of_past_runs():
+    cost, how = estimated_cost(inputs(past_run_seconds=(600.0, 1200.0, 36000.0)), Policy(cost_per_hour=3.0))
+    assert cost == pytest.approx(1.0) and "median of 3 past run(s) 20.0 min" in how
+
+
+def test_policy_validation():
+    with pytest.raises(ValueError):
+        Policy(calibration_range=(1.1, 0.9))
+    with pytest.raises(ValueError):
+        Policy(max_age_hours=0)
+    with pytest.raises(ValueError):
+        Policy(max_age_hours=400, hard_max_age_hours=300)
+
+
+def test_attempt_history_from_decision_rows():
+    def row(i, at, status, seconds=None):
+        return {"decision_id": i, "action": "attempt", "decided_at": at, "attempt_status": status,
+                "attempt_seconds": seconds}
+
+    rows = [row("x", NOW - hours(30), "running"), row("x", NOW - hours(29), "failed", 3600.0),
+            row("y", NOW - hours(2), "running"), row("z", NOW - hours(20), "running"),
+            {"decision_id": "d", "action": "retrain", "decided_at": NOW, "attempt_status": "", "attempt_seconds": None}]
+    got = own_attempts(rows, NOW)
+    assert [(a.started_at, a.status) for a in got] == [
+        (NOW - hours(30), "failed"),  # finished: its last row wins, started at its first row
+        (NOW - hours(20), "failed"),  # still "running" after 20 h: its process died
+        (NOW - hours(2), "running"),
+    ]
