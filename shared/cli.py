@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shared.commands",
     "feature_store.cli_generate",
     "feature_store.cli_warehouse",
+    "feature_store.cli_public",
     "training.cli",
     "serving.cli",
     "monitoring.cli",
