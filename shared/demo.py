@@ -50,7 +50,7 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
     from feature_store.generator import GeneratorConfig, generate_logs
     from feature_store.ingest import ingest_range
     from shared import spark as spark_mod
-    from training.pipeline import Windows, train_from_warehouse
+    from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
     if days < 4:
         raise ValueError("the demo needs at least 4 days (train, validation, test and one more)")
@@ -79,7 +79,7 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
 
     # The last day is held out for serving and monitoring; the three before it are train/validation/test.
     windows = Windows.consecutive(start, days - 3, 1, 1)
-    trained, secs = _timed(train_from_warehouse, spark, settings, windows, "generated",
+    trained, secs = _timed(train_from_warehouse, spark, settings, windows, "generated_agg",
                            trials=9, wall_seconds=240, seed=seed)
     print(trained.summary(), flush=True)
     t = trained.metrics["test"]
@@ -91,8 +91,35 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
     held_out = end  # the day after the test window: scored live through the bidder endpoint
     scored, secs = _timed(score_day_over_http, spark, settings, held_out)
     report.step("serve", secs, scored)
+
+    monitored, secs = _timed(monitor_served, spark, settings)
+    report.step("monitor", secs, monitored)
+
+    from monitoring.schedule_job import run_schedule
+
+    outcome, secs = _timed(run_schedule, spark, settings, model_name=DEFAULT_MODEL_NAME, dry_run=True)
+    decision = outcome.decision
+    report.step("schedule", secs, f"decision: {decision.action} ({'; '.join(decision.reasons)})"
+                + (f"; would run: {outcome.command}" if outcome.command else ""))
+    from monitoring.cli import DASHBOARD_PORT
+
     print(report.render(settings))
+    print(f"dashboards: .venv/bin/ctr --home {settings.home} dashboard   then open "
+          f"http://{settings.host}:{DASHBOARD_PORT}/")
     return 0
+
+
+def monitor_served(spark, settings: Settings) -> str:
+    """Metrics, drift and alerts for every day the prediction log holds; refresh the dashboards' export."""
+    from datetime import date
+
+    from monitoring import export
+    from monitoring.job import MonitorOptions, monitor_days
+
+    days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in settings.predictions_dir.glob("date=*"))
+    run = monitor_days(spark, settings, days, MonitorOptions(truth=True))
+    export.refresh(spark, settings)
+    return " | ".join(s.line() for s in run.summaries.values())
 
 
 def score_day_over_http(spark, settings: Settings, day, batch: int = 100) -> str:
