@@ -52,6 +52,7 @@ class Rule:
     require_mature: bool = True
     trailing_days: int = 7
     min_history: int = 3
+    exclude_fields: tuple[str, ...] = ()  # feature_drift: fields this rule does not judge
     severity: str = "warning"
 
     def __post_init__(self):
@@ -124,8 +125,9 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
         if "name" not in entry:
             raise ValueError(f"{path}: rules[{i}] has no name")
         entry = dict(entry)
-        if "slices" in entry:
-            entry["slices"] = tuple(entry["slices"])
+        for key in ("slices", "exclude_fields"):
+            if key in entry:
+                entry[key] = tuple(entry[key])
         try:
             rules.append(Rule(**entry))
         except TypeError as exc:
@@ -225,7 +227,8 @@ def evaluate(ruleset: RuleSet, *, days: Iterable[date], metrics: Sequence[dict] 
         elif rule.source == "feature_drift":
             for r in feature_drift:
                 v = r.get(rule.metric)
-                if r["window"] != rule.window or v is None or math.isnan(v) or _day(r["window_start"]) not in days:
+                if (r["window"] != rule.window or v is None or math.isnan(v) or r["field"] in rule.exclude_fields
+                        or _day(r["window_start"]) not in days):
                     continue
                 if _fires(rule, float(v)):
                     emit(rule, version=r["model_version"], window=r["window"], start=r["window_start"],

@@ -127,6 +127,7 @@ def run_monitor(args, settings) -> int:
     )
     from shared.spark import get_spark
 
+    _log_to_stderr()
     spark = get_spark(settings, "ctr-monitor")
     if not days:
         return _check_latest(spark, settings, rules, args.webhook)
@@ -148,6 +149,14 @@ def run_monitor(args, settings) -> int:
           f"{len(run.param_drift_rows)} parameter-drift pairs, {len(run.alerts.alerts)} alert(s); "
           + ", ".join(f"{k} {v:.1f}s" for k, v in run.seconds.items()))
     return 1 if args.check and run.alerts.fired else 0
+
+
+def _log_to_stderr() -> None:
+    """Alert log lines (logger ``ctr.monitoring.alerts``) to stderr with a time stamp;
+    stdout carries the command's report."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _check_latest(spark, settings, rules, webhook) -> int:

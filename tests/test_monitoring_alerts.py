@@ -69,6 +69,7 @@ def test_default_rules_and_validation(tmp_path):
     assert (cal.min, cal.max) == (0.9, 1.1)
     assert rules.rules[1].threshold == 0.02 and rules.rules[1].trailing_days == 7
     assert rules.rules[2].threshold == 0.2 and rules.history_days == 7
+    assert rules.rules[2].exclude_fields == ("day_of_week", "hour_of_day")
     bad = tmp_path / "bad.toml"
     for text, message in [
         ('[[rules]]\nname = "x"\nsource = "metrics"\nmetric = "nope"\nkind = "above"\nthreshold = 1\n', "nope"),
@@ -81,6 +82,18 @@ def test_default_rules_and_validation(tmp_path):
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_rules(bad)
+
+
+def test_drift_rule_excludes_fields():
+    def drift_row(field, value):
+        return {"model_version": "1", "window": "day", "window_start": T0, "field": field, "psi": value,
+                "reference": "ref", "date": T0.date()}
+
+    rule = Rule(name="psi", source="feature_drift", metric="psi", kind="above", threshold=0.2,
+                exclude_fields=("day_of_week",))
+    rows = [drift_row("day_of_week", 5.0), drift_row("site_id", 0.3), drift_row("os", 0.1)]
+    fired = evaluate(RuleSet((rule,)), days=[T0.date()], feature_drift=rows)
+    assert [(a["slice_field"], a["slice_value"], a["value"]) for a in fired] == [("field", "site_id", 0.3)]
 
 
 @pytest.mark.spark
@@ -104,7 +117,7 @@ def test_world_alerts_table_log_and_webhook(world, spark):
 
 
 @pytest.mark.spark
-def test_monitor_check_exit_status_and_idempotent_rerun(world, spark, tmp_path, capsys):
+def test_monitor_check_exit_status_and_idempotent_rerun(world, spark, tmp_path, capsys, caplog):
     from delta.tables import DeltaTable
 
     from monitoring import tables
@@ -129,6 +142,8 @@ def test_monitor_check_exit_status_and_idempotent_rerun(world, spark, tmp_path, 
     out = capsys.readouterr().out
     assert rc == 1, out
     assert "ALERT [critical] calibration_out_of_range" in out
+    logged = [r for r in caplog.records if r.name == "ctr.monitoring.alerts"]
+    assert any(r.levelname == "WARNING" and "calibration_out_of_range" in r.getMessage() for r in logged)
     assert len(world.received) > received  # posted again
     # the re-run replaced day A in exactly one commit and left day B alone
     assert DeltaTable.forPath(spark, path).history(1).collect()[0].version == before_version + 1

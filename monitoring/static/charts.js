@@ -47,6 +47,7 @@ const Charts = (() => {
     const d = new Date(ms);
     const p = n => String(n).padStart(2, "0");
     const day = `${p(d.getUTCMonth() + 1)}-${p(d.getUTCDate())}`;
+    if (spanMs <= 12 * 3600000) return `${day} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}`;
     return spanMs <= 2 * 86400000 ? `${day} ${p(d.getUTCHours())}h` : day;
   }
 
