@@ -110,15 +110,14 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
 
 
 def monitor_served(spark, settings: Settings) -> str:
-    """Metrics, drift and alerts for every day the prediction log holds; refresh the dashboards' export."""
+    """Metrics, drift and alerts for every day the prediction log holds (the job also writes the
+    dashboards' export)."""
     from datetime import date
 
-    from monitoring import export
     from monitoring.job import MonitorOptions, monitor_days
 
     days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in settings.predictions_dir.glob("date=*"))
     run = monitor_days(spark, settings, days, MonitorOptions(truth=True))
-    export.refresh(spark, settings)
     return " | ".join(s.line() for s in run.summaries.values())
 
 
