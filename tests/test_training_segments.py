@@ -20,7 +20,7 @@ def _table(spark, settings, run_id):
     return tables.latest_version(spark, path), sorted((r.asDict() for r in rows), key=lambda r: r["segment"])
 
 
-def test_segments_fallback_resume_without_refits_and_bundle(spark, tmp_path_factory, tmp_path):
+def test_segments_fallback_resume_without_refits_and_bundle(spark, tmp_path_factory, tmp_path, capsys):
     from feature_store.reader import read_window, to_arrow
     from shared.featurize import Featurizer
     from training.artifacts import ModelDirError, load_model_dir
@@ -58,9 +58,17 @@ def test_segments_fallback_resume_without_refits_and_bundle(spark, tmp_path_fact
     assert _table(spark, settings, "seg-run-1") == (version_before, rows_before)
     assert second.n_segments == 4 and second.fallback == [TINY] and second.promoted
 
-    # 3. A finished run id: the registered version, nothing else.
-    third = train_segments_from_warehouse(spark, settings, windows, "advertiser_id", spec, **kwargs)
-    assert third.already_registered and third.version == second.version
+    # 3. A finished run id: the registered version, nothing else (here through `ctr train`).
+    import argparse
+
+    from training import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--start", START.isoformat(), "--train-days", "3", "--per-segment",
+                              "advertiser_id", "--run-id", "seg-run-1", "--model-name", "segment-test"])
+    assert args.func(args, settings) == 0
+    assert f"run seg-run-1 is already registered as version {second.version}" in capsys.readouterr().out
     assert _table(spark, settings, "seg-run-1")[0] == version_before
 
     # The registered bundle: segment models where fitted, the global model for the tiny

@@ -12,6 +12,13 @@ import argparse
 from feature_store.cli_warehouse import iso_date
 
 
+def _data_args(p) -> None:
+    """The warehouse-reading flags ``train`` and ``backtest`` share."""
+    p.add_argument("--spec", default="generated", help="feature spec: shipped name or TOML path (default generated)")
+    p.add_argument("--table", default="observations", help="warehouse table (default observations)")
+    p.add_argument("--delta-version", type=int, help="read this table version (default: latest)")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -24,9 +31,7 @@ def register(sub) -> None:
     p.add_argument("--train-days", type=int, default=5)
     p.add_argument("--validation-days", type=int, default=1)
     p.add_argument("--test-days", type=int, default=1)
-    p.add_argument("--spec", default="generated", help="feature spec: shipped name or TOML path (default generated)")
-    p.add_argument("--table", default="observations", help="warehouse table (default observations)")
-    p.add_argument("--delta-version", type=int, help="read this table version (default: latest)")
+    _data_args(p)
     p.add_argument("--search-space", help="search space TOML (default training/search_space.toml)")
     p.add_argument("--trials", type=int, help="override the space's trial budget")
     p.add_argument("--wall-seconds", type=float, help="override the space's wall-time budget")
@@ -62,9 +67,7 @@ def register(sub) -> None:
     b.add_argument("--start", type=iso_date, required=True, help="first training day, YYYY-MM-DD")
     b.add_argument("--days", type=int, required=True, help="number of test days")
     b.add_argument("--train-days", type=int, required=True, help="training days before each test day")
-    b.add_argument("--spec", default="generated", help="feature spec: shipped name or TOML path (default generated)")
-    b.add_argument("--table", default="observations")
-    b.add_argument("--delta-version", type=int, help="read this table version (default: latest)")
+    _data_args(b)
     b.add_argument("--engine", choices=("sklearn", "mllib"), default="sklearn")
     b.add_argument("--param", action="append", metavar="KEY=VALUE", help="fixed setting (repeatable)")
     b.add_argument("--from-model", metavar="REF",
@@ -99,6 +102,11 @@ def run_train(args, settings) -> int:
     windows = Windows.consecutive(args.start, args.train_days, args.validation_days, args.test_days)
     if args.per_segment or args.engine == "mllib":
         from training.distributed import parse_grid
+
+        search_flags = [f for f in ("search_space", "trials", "wall_seconds", "jobs") if getattr(args, f) is not None]
+        if search_flags:
+            raise CommandError(f"--{search_flags[0].replace('_', '-')} belongs to the sklearn search; "
+                               "--engine mllib and --per-segment take --param settings")
 
         grid = parse_grid(args.param)
         spark = get_spark(settings, "ctr-train")

@@ -558,7 +558,10 @@ def write_bundle(bundle: SegmentBundle, global_model: SparseWeights, spec: Featu
                  extra: Mapping[str, Any] | None = None) -> Path:
     """Write the bundle directory (format in the module docstring); returns its path.
     Written in a temporary sibling and renamed into place."""
-    from training.artifacts import CHECKSUMS_FILE, _dumps, save_model_dir, sha256_file
+    from training.artifacts import CHECKSUMS_FILE, save_model_dir, sha256_file
+
+    def dumps(obj) -> str:  # the layout of the files save_model_dir writes
+        return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -572,10 +575,10 @@ def write_bundle(bundle: SegmentBundle, global_model: SparseWeights, spec: Featu
         meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
                 "segment_column": bundle.segment_column, "n_segments": int(bundle.keys.size),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **bundle.meta}
-        (model_dir / SEGMENTS_META).write_text(_dumps(meta) + "\n", encoding="utf-8")
+        (model_dir / SEGMENTS_META).write_text(dumps(meta), encoding="utf-8")
         checksums = json.loads((model_dir / CHECKSUMS_FILE).read_text(encoding="utf-8"))
         checksums.update({name: sha256_file(model_dir / name) for name in (SEGMENTS_FILE, SEGMENTS_META)})
-        (model_dir / CHECKSUMS_FILE).write_text(_dumps(checksums) + "\n", encoding="utf-8")
+        (model_dir / CHECKSUMS_FILE).write_text(dumps(checksums), encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(model_dir, out_dir)

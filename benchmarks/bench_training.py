@@ -1,0 +1,191 @@
+"""Training on generated logs: test log-loss beside the best possible and a constant CTR,
+with and without the crosses of the truly interacting fields, and where the time goes.
+
+    .venv/bin/python benchmarks/bench_training.py --train-rows 1000000 --workdir /tmp/bench-training
+
+Pipeline, as ``ctr`` runs it: :func:`feature_store.generator.generate_logs` (``--train-days``
+training days of ``train-rows / train-days`` impressions, then one validation and one test
+day of the same size; no drift inside the range, so the comparison is about features) ->
+:func:`feature_store.ingest.ingest_range` into the Delta warehouse ->
+:func:`training.pipeline.train_from_warehouse` (constrained search, refit on train +
+validation, test, MLflow logging, registration and gate), once with the shipped
+``generated`` spec and once with the same spec minus its ``[[crosses]]``
+(``dataclasses.replace(spec, crosses=())``). The generator's truth crosses exactly
+site_id x advertiser_id, device_type x creative_type and hour_of_day x country.
+
+Printed per variant: test log-loss, best possible log-loss (the generator's true
+probabilities of the same rows), constant-CTR log-loss, AUC, calibration, seconds from
+the warehouse window to the registered version (and its parts), and rows/s of the final
+fit alone (train + validation rows / refit seconds). ``--mllib`` adds the MLlib engine on
+the full spec with the search's best setting. A ``--workdir`` that already holds the
+same generated range is reused (generation and ingest are skipped).
+
+The search is kept small (``--trials``, ``--wall-seconds``; l1/l2 with liblinear, C and
+the negative keep-rate searched, bits fixed by the spec). By default the first variant
+searches and the others reuse its best setting as a fixed, single full fit (same
+hyperparameters, so the comparison is about the features); ``--params '{"C": 0.3, ...}'``
+fixes the setting for every variant instead (no search at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+SPACE = """
+[budget]
+trials = {trials}
+wall_seconds = {wall_seconds}
+n_jobs = 2
+
+[halving]
+eta = 3
+min_fraction = 0.1111111111111111
+
+[params.C]
+distribution = "loguniform"
+low = 0.03
+high = 3.0
+
+[params.penalty]
+distribution = "choice"
+values = ["l2", "l1"]
+
+[params.downsample_rate]
+distribution = "loguniform"
+low = 0.1
+high = 1.0
+
+[fixed]
+tol = 1e-4
+solver = "auto"
+max_iter = 100
+"""
+
+FIXED = """
+[budget]
+trials = 1
+wall_seconds = 36000
+n_jobs = 1
+
+[halving]
+eta = 3
+min_fraction = 1.0
+
+[fixed]
+{fixed}
+"""
+
+
+def fixed_space(params: dict) -> str:
+    """A search space that is exactly one setting, fitted once on the full training window."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in sorted(params.items()) if k != "bits"]
+    return FIXED.format(fixed="\n".join(lines))
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.5f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train-rows", type=int, default=1_000_000, help="impressions in the training window")
+    ap.add_argument("--train-days", type=int, default=4)
+    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--wall-seconds", type=float, default=300.0)
+    ap.add_argument("--variants", default="crosses,no-crosses", help="comma-separated: crosses, no-crosses")
+    ap.add_argument("--params", help="JSON setting fixed for every variant (no search)")
+    ap.add_argument("--mllib", action="store_true", help="also train the full spec with the MLlib engine")
+    ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--workdir", type=Path, required=True, help="data root (kept; reused when it matches)")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    from feature_store.generator import GeneratorConfig, generate_logs
+    from feature_store.ingest import ingest_range
+    from shared.config import load_settings
+    from shared.featurize import load_spec
+    from shared.spark import get_spark
+    from training.pipeline import Windows, train_from_warehouse
+
+    per_day = args.train_rows // args.train_days
+    days = args.train_days + 2
+    start = date(2026, 11, 1)
+    cfg = GeneratorConfig(start_date=start, days=days, impressions_per_day=per_day, seed=args.seed, drift_day=days)
+    settings = load_settings({"home": str(args.workdir), "spark_master": args.master}, env={})
+    stamp = settings.home / "bench_training.json"
+    wanted = json.dumps(cfg.as_dict(), sort_keys=True)
+    print(f"{days} days x {per_day:,} impressions ({args.train_days} train, 1 validation, 1 test) on {args.master}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    spark = get_spark(settings, "bench-training", ui=False)
+    if stamp.is_file() and stamp.read_text() == wanted:
+        print(f"reusing the generated and ingested range in {settings.home}", flush=True)
+    else:
+        t0 = time.perf_counter()
+        summary = generate_logs(cfg, settings.raw_dir, overwrite=True, progress=None)
+        print(f"generate: {summary.impressions:,} impressions, {summary.clicks:,} clicks in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        results = ingest_range(spark, settings, start, start + timedelta(days=days - 1))
+        n = sum(r.observations for r in results)
+        secs = time.perf_counter() - t0
+        print(f"ingest: {n:,} observations in {secs:.1f} s ({n / secs:,.0f} rows/s)", flush=True)
+        stamp.write_text(wanted)
+
+    searched = settings.home / "bench_space.toml"
+    searched.write_text(SPACE.format(trials=args.trials, wall_seconds=args.wall_seconds))
+    fixed = settings.home / "bench_fixed.toml"
+    best_params = json.loads(args.params) if args.params else None
+    if best_params is not None:
+        fixed.write_text(fixed_space(best_params))
+    windows = Windows.consecutive(start, args.train_days, 1, 1)
+    full = load_spec("generated")
+    variants = {"crosses": full, "no-crosses": dataclasses.replace(full, crosses=())}
+    rows = []
+    for name in args.variants.split(","):
+        spec = variants[name]
+        searching = best_params is None
+        t0 = time.perf_counter()
+        r = train_from_warehouse(spark, settings, windows, spec, search_space=searched if searching else fixed,
+                                 model_name=f"bench-{name}", seed=args.seed)
+        wall = time.perf_counter() - t0
+        if best_params is None:
+            best_params = r.best_params
+            fixed.write_text(fixed_space(best_params))
+        fit_rows = r.rows["train"] + r.rows["validation"]
+        rows.append((f"sklearn {name} ({'search' if searching else 'fixed'})", r, wall,
+                     fit_rows / r.seconds["refit"]))
+        print(r.summary(), flush=True)
+    if args.mllib:
+        from training.distributed import SETTING_KEYS, train_mllib_from_warehouse
+
+        setting = {k: v for k, v in (best_params or {}).items() if k in SETTING_KEYS}
+        t0 = time.perf_counter()
+        r = train_mllib_from_warehouse(spark, settings, windows, full, grid=[setting], model_name="bench-mllib",
+                                       seed=args.seed)
+        wall = time.perf_counter() - t0
+        rows.append(("mllib crosses", r, wall, (r.rows["train"] + r.rows["validation"]) / r.seconds["refit"]))
+        print(r.summary(), flush=True)
+
+    print()
+    head = (f"{'variant':<27} {'train rows':>10} {'test ll':>8} {'best poss':>9} {'const CTR':>9} {'AUC':>6} "
+            f"{'calib':>6} {'window->version s':>17} {'fit rows/s':>10}")
+    print(head)
+    print("-" * len(head))
+    for name, r, wall, rps in rows:
+        t = r.metrics["test"]
+        print(f"{name:<27} {r.rows['train']:>10,} {t['log_loss']:>8.5f} {_fmt(r.best_possible_test_log_loss):>9} "
+              f"{r.baseline_test_log_loss:>9.5f} {t['auc']:>6.4f} {t['calibration']:>6.3f} {wall:>17.1f} "
+              f"{rps:>10,.0f}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
