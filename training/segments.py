@@ -364,6 +364,7 @@ class SegmentFitReport:
     passes: int = 0
     attempts: int = 0  # segment tasks run (first tries + retries)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # statistics / fits / table writes
 
 
 def segment_stats(data: "DataFrame") -> dict[str, dict[str, int]]:
@@ -406,6 +407,7 @@ def fit_segments(
     grid = [normalize_setting(s) for s in (grid or [{}])]
     bits = int(global_model.bits_)
     stats = segment_stats(data)
+    stats_seconds = time.perf_counter() - started
     if GLOBAL_KEY in stats:
         raise ValueError(f"segment value {GLOBAL_KEY!r} is reserved for the global model")
     eligible = sorted(s for s, st in stats.items() if st["train"] > 0)
@@ -424,7 +426,7 @@ def fit_segments(
     fallback = [s for s in todo if s in reason]
     pending = [s for s in todo if s not in reason]
     report = SegmentFitReport(run_id=run_id, eligible=len(eligible), skipped=len(done), fitted=0,
-                              fallback=len(fallback))
+                              fallback=len(fallback), phases={"statistics": stats_seconds, "fits": 0.0, "writes": 0.0})
     parts = partitions or 2 * spark.sparkContext.defaultParallelism
     common = dict(run_id=run_id, bits=bits, fingerprint=fingerprint, delta_version=delta_version)
     pending_fallback = _fallback_rows(spark, stats, fallback, reason=reason, **common) if fallback else None
@@ -442,8 +444,12 @@ def fit_segments(
 
         results = results.persist(StorageLevel.MEMORY_AND_DISK)
         try:
+            t0 = time.perf_counter()
             statuses = results.select("segment", "status").collect()  # runs the fits once
+            t1 = time.perf_counter()
             merge_rows(spark, settings, results, table)
+            report.phases["fits"] += t1 - t0
+            report.phases["writes"] += time.perf_counter() - t1
         finally:
             results.unpersist()
         report.passes += 1
