@@ -9,14 +9,16 @@ first, ``allow_pickle=False``) and refuses a model whose spec fingerprint cannot
 reproduced from its own ``feature_spec.toml`` (weights trained on other features would
 score garbage without any error).
 
-Scoring is one record-path featurization (``Featurizer.transform_record``) and one
-gather + dot product per record over the float32 dense weights: for a batch, all records'
-entries are gathered at once and summed per row with ``np.bincount``.
+Scoring takes each record's feature entries from the record path
+(``Featurizer.record_entries``: the entries ``transform_record`` would sort and sum, left
+as Python lists), gathers all records' weights from the dense float32 vector at once and
+sums them per record in float64 (``np.add.reduceat``). One code path for one record and
+for a batch, so a record gets the same CTR alone or in a batch; skipping the per-record
+sort and array building is what makes a batch of 100 cost ~5 us per record.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,40 +71,45 @@ class Scorer:
     #: its values replace whatever the request carries for those columns.
     aggregates: AggregateSnapshot | None = field(repr=False, default=None)
 
-    def featurize(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(indices, values) per record; :class:`RecordError` naming the record and field."""
+    def entries(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Feature entries of ``records``: (indices, values or None when all are 1.0, start
+        offset of each record); :class:`RecordError` naming the record and the field."""
         accepted = self.accepted_fields
-        transform = self.featurizer.transform_record
+        entries = self.featurizer.record_entries
         enrich = self.aggregates.enrich if self.aggregates is not None else None
-        out = []
+        idx: list[int] = []
+        vals: list[float] | None = None
+        starts: list[int] = []
         for i, rec in enumerate(records):
             if not accepted.issuperset(rec):
                 unknown = sorted(k for k in rec if k not in accepted)
                 raise RecordError("unknown_field", f"records[{i}].fields: unknown field(s) {', '.join(map(repr, unknown))}; "
                                   f"the model reads {', '.join(self.spec.input_columns)}")
             try:
-                out.append(transform(enrich(rec) if enrich else rec))
+                ri, rv = entries(enrich(rec) if enrich else rec)
             except (FeaturizeError, TypeError, ValueError) as exc:
                 raise RecordError("bad_value", f"records[{i}].fields: {exc}") from None
-        return out
-
-    def score_featurized(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-        """Click probabilities of featurized records."""
-        dense = self.dense_weights
-        if len(pairs) == 1:
-            idx, vals = pairs[0]
-            margins = [self.intercept + float(np.dot(dense[idx], vals))]
-        else:
-            lengths = [len(i) for i, _ in pairs]
-            idx = np.concatenate([i for i, _ in pairs])
-            vals = np.concatenate([v for _, v in pairs])
-            rows = np.repeat(np.arange(len(pairs)), lengths)
-            z = np.bincount(rows, weights=dense[idx] * vals, minlength=len(pairs)) + self.intercept
-            margins = z.tolist()
-        return [_sigmoid(z) for z in margins]
+            starts.append(len(idx))
+            idx += ri
+            if rv is not None:
+                if vals is None:
+                    vals = [1.0] * (len(idx) - len(ri))
+                vals += rv
+            elif vals is not None:
+                vals += [1.0] * len(ri)
+        return (np.array(idx, dtype=np.int32), None if vals is None else np.array(vals, dtype=np.float64),
+                np.array(starts, dtype=np.intp))
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[float]:
-        return self.score_featurized(self.featurize(records))
+        """Click probabilities of raw feature records (one or a batch; same path for both)."""
+        if not records:
+            return []
+        idx, vals, starts = self.entries(records)
+        w = self.dense_weights[idx].astype(np.float64)
+        if vals is not None:
+            w *= vals
+        z = np.add.reduceat(w, starts) + self.intercept  # every record has >= 1 entry per field
+        return _sigmoid(z).tolist()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -122,11 +129,9 @@ class Scorer:
         }
 
 
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    ez = math.exp(z)
-    return ez / (1.0 + ez)
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without overflow for large |z|."""
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = None,
@@ -147,7 +152,7 @@ def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = 
                                          f"the weights have {model.n_features}")
     featurizer = Featurizer(spec)
     # Warm the record path once so the first request does not pay for lazy set-up.
-    featurizer.transform_record({})
+    featurizer.record_entries({})
     return Scorer(
         version=str(version), alias=alias, model_name=model_name, source=source,
         fingerprint=spec.fingerprint, spec=spec, featurizer=featurizer,

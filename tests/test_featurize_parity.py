@@ -271,3 +271,21 @@ def test_strings_with_nul_characters_stay_distinct(dtype):
     expected = record_rows(fz, frame.to_dict("records"))
     assert len({tuple(i) for i, _ in expected[1:]}) == 5
     assert matrix_rows(fz.transform(frame)) == expected
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixed_records)
+def test_record_entries_sum_to_the_record_vector(records):
+    """The bidder scores the unsorted entries: summed per index they are transform_record's
+    output (exactly for the value-1.0 features; float rounding only for colliding raws)."""
+    fz = Featurizer(SPEC)
+    for record in records:
+        idx, vals = fz.record_entries(record)
+        vals = [1.0] * len(idx) if vals is None else vals
+        summed: dict[int, float] = {}
+        for i, v in zip(idx, vals):
+            summed[i] = summed.get(i, 0.0) + v
+        want_i, want_v = fz.transform_record(record)
+        got = {i: v for i, v in summed.items() if np.float32(v) != 0}
+        assert sorted(got) == want_i.tolist()
+        assert np.allclose([got[i] for i in want_i.tolist()], want_v, rtol=1e-6, atol=0)

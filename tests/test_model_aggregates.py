@@ -52,8 +52,16 @@ def test_bidder_scorer_enriches_records_from_the_snapshot(tmp_path):
     model_dir = save_model_dir(fitted(), spec_text, spec.fingerprint, tmp_path / "m", aggregates=snapshot_table())
     scorer = load_scorer(model_dir)
     record = {"user_id": "u2", "site_id": "s1", "advertiser_id": "a9"}
-    got = scorer.featurize([record])[0]
-    want = Featurizer(spec).transform_record(load_model_dir(model_dir).aggregate_snapshot().enrich(record))
-    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-    bare = Featurizer(spec).transform_record(record)
-    assert not np.array_equal(got[0], bare[0])  # the snapshot changed the features
+    got = scorer.score_records([record])[0]
+
+    def ctr(features):
+        idx, vals = Featurizer(spec).transform_record(features)
+        z = scorer.intercept + float(np.dot(scorer.dense_weights[idx].astype(np.float64), vals))
+        return 1.0 / (1.0 + np.exp(-z))
+
+    want = ctr(load_model_dir(model_dir).aggregate_snapshot().enrich(record))
+    assert got == pytest.approx(want, rel=1e-9)
+    idx, _, _ = scorer.entries([record])
+    enriched = Featurizer(spec).transform_record(load_model_dir(model_dir).aggregate_snapshot().enrich(record))[0]
+    assert np.array_equal(np.sort(idx), enriched)
+    assert not np.array_equal(np.sort(idx), Featurizer(spec).transform_record(record)[0])  # the snapshot changed them
