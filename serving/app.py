@@ -157,7 +157,7 @@ def _score_payload(st: ServingState, scorer: Scorer, body: bytes, received: floa
     ctrs = _score(scorer, fields)
     request_id = request_id or uuid.uuid4().hex
     if st.predlog is not None:
-        st.predlog.submit(received, request_id, "score", scorer.version, ids, ctrs, fields)
+        st.predlog.submit_request(received, request_id, "score", scorer.version, ctrs, body)
     payload = _stamp(scorer, request_id)
     payload["predictions"] = [{"id": i, "ctr": c} for i, c in zip(ids, ctrs)]
     return payload, len(ctrs)

@@ -1,8 +1,8 @@
 """The prediction log: every scored impression, appended to hourly JSON-lines files.
 
 Layout: ``<predictions_dir>/date=YYYY-MM-DD/hour=HH.jsonl`` (UTC hour of the request's
-receipt time). One line per scored impression (per impression x candidate ad for
-``/v1/openrtb`` with candidates)::
+receipt time). Two kinds of line. ``/v1/openrtb`` writes one line per scored impression
+(per impression x candidate ad with candidates)::
 
     {"ts": "2026-11-21T06:01:02.345Z",   receipt time, UTC, milliseconds
      "request_id": "...",                 the request's id (BidRequest.id, or given / generated)
@@ -12,6 +12,17 @@ receipt time). One line per scored impression (per impression x candidate ad for
      "model_version": "3",
      "ctr": 0.0123,                       the predicted click probability
      "fields": {...}}                     the raw feature fields that were scored
+
+``/v1/score`` writes one line per request, with the request body exactly as it was
+received (JSON whitespace newlines blanked) and the CTR of each of its records in order::
+
+    {"ts": ..., "request_id": ..., "endpoint": "score", "model_version": "3",
+     "ctrs": [0.0123, ...],               ctrs[i] is the prediction for request.records[i]
+     "request": {"records": [{"id": ..., "fields": {...}}, ...], ...}}
+
+so the bidder never re-serialises what the client already serialised (re-encoding the
+fields of 100 records cost more CPU than featurizing them). :func:`expand_line` turns
+either kind into per-impression rows; ``monitoring.predictions`` does the same in Spark.
 
 The request handler only appends one tuple per request to a bounded in-memory queue
 (capacity counted in records) and never waits: a request whose records do not fit is
@@ -84,14 +95,23 @@ class PredictionLog:
     def submit(self, ts: float, request_id: str, endpoint: str, model_version: str,
                ids: Sequence[Any], ctrs: Sequence[float], fields: Sequence[Any],
                ad_index: Sequence[int] | None = None) -> bool:
-        """Queue one request's scored records; False (and counted) when they do not fit."""
-        n = len(ctrs)
+        """Queue one request's scored records, one line each; False (and counted) when they
+        do not fit."""
+        return self._put((ts, request_id, endpoint, model_version, ids, ctrs, fields, ad_index), len(ctrs))
+
+    def submit_request(self, ts: float, request_id: str, endpoint: str, model_version: str,
+                       ctrs: Sequence[float], body: bytes) -> bool:
+        """Queue one request logged with its raw JSON ``body`` (whose ``records[i]`` got
+        ``ctrs[i]``); False (and counted) when its records do not fit."""
+        return self._put((ts, request_id, endpoint, model_version, None, ctrs, body, None), len(ctrs))
+
+    def _put(self, item: tuple, n: int) -> bool:
         with self._cond:
             if self._closing or self.pending + n > self.capacity:
                 self.dropped += n
                 accepted = False
             else:
-                self._queue.append((ts, request_id, endpoint, model_version, ids, ctrs, fields, ad_index))
+                self._queue.append(item)
                 self.pending += n
                 accepted = True
                 if self.pending >= self.high_water:
@@ -119,29 +139,37 @@ class PredictionLog:
                         return
 
     def _write(self, batch: list) -> None:
-        by_file: dict[Path, list[bytes]] = {}
+        by_file: dict[Path, tuple[list[bytes], list[int]]] = {}  # lines, records in them
         dumps = orjson.dumps
         done = 0
         for ts, request_id, endpoint, version, ids, ctrs, fields, ad_index in batch:
             iso = _iso_ms(ts)
-            lines = by_file.setdefault(hour_path(self.root, ts), [])
-            for j, ctr in enumerate(ctrs):
-                rec = {"ts": iso, "request_id": request_id, "impression_id": ids[j]}
-                if ad_index is not None:
-                    rec["ad_index"] = ad_index[j]
-                rec.update(endpoint=endpoint, model_version=version, ctr=ctr, fields=fields[j])
-                try:
-                    lines.append(dumps(rec))
-                except TypeError as exc:  # a value orjson cannot encode: keep the line, lose the fields
-                    rec["fields"] = None
-                    rec["fields_error"] = str(exc)
-                    lines.append(dumps(rec))
-            done += len(ctrs)
+            lines, count = by_file.setdefault(hour_path(self.root, ts), ([], [0]))
+            count[0] += len(ctrs)
+            if ids is None:  # a request line: ``fields`` is the raw body (JSON: a literal
+                # newline byte can only be whitespace there, so blanking it keeps the meaning)
+                lines.append(b"".join((
+                    b'{"ts":"', iso.encode(), b'","request_id":', dumps(request_id), b',"endpoint":',
+                    dumps(endpoint), b',"model_version":', dumps(version), b',"ctrs":', dumps(ctrs),
+                    b',"request":', fields.replace(b"\n", b" ").replace(b"\r", b" "), b"}")))
+            else:
+                for j, ctr in enumerate(ctrs):
+                    rec = {"ts": iso, "request_id": request_id, "impression_id": ids[j]}
+                    if ad_index is not None:
+                        rec["ad_index"] = ad_index[j]
+                    rec.update(endpoint=endpoint, model_version=version, ctr=ctr, fields=fields[j])
+                    try:
+                        lines.append(dumps(rec))
+                    except TypeError as exc:  # a value orjson cannot encode: keep the line, lose the fields
+                        rec["fields"] = None
+                        rec["fields_error"] = str(exc)
+                        lines.append(dumps(rec))
+                done += len(ctrs)
             if done >= YIELD_EVERY:  # let the event loop have the GIL between chunks
                 done = 0
                 time.sleep(0)
         written = 0
-        for path, lines in by_file.items():
+        for path, (lines, (n_records,)) in by_file.items():
             data = b"\n".join(lines) + b"\n"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,12 +180,12 @@ class PredictionLog:
                         view = view[os.write(fd, view):]
                 finally:
                     os.close(fd)
-                written += len(lines)
+                written += n_records
             except OSError as exc:
-                self.write_errors += len(lines)
+                self.write_errors += n_records
                 if self.metrics is not None:
-                    self.metrics.log_errors.inc(len(lines))
-                log.error("prediction log: cannot append %d records to %s: %s", len(lines), path, exc)
+                    self.metrics.log_errors.inc(n_records)
+                log.error("prediction log: cannot append %d records to %s: %s", n_records, path, exc)
         self.written += written
         if self.metrics is not None:
             self.metrics.log_written.inc(written)
@@ -177,3 +205,15 @@ class PredictionLog:
                 self.pending = 0
             if batch:
                 self._write(batch)
+
+
+def expand_line(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-impression rows of one parsed log line (either kind), in the per-impression
+    line's shape: ``ts, request_id, impression_id, [ad_index,] endpoint, model_version,
+    ctr, fields``."""
+    if "ctrs" not in row:
+        return [row]
+    head = {"ts": row["ts"], "request_id": row["request_id"]}
+    tail = {"endpoint": row["endpoint"], "model_version": row["model_version"]}
+    return [{**head, "impression_id": rec.get("id"), **tail, "ctr": ctr, "fields": rec.get("fields")}
+            for rec, ctr in zip(row["request"]["records"], row["ctrs"])]

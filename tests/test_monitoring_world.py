@@ -141,21 +141,34 @@ def record_ingest_runs(spark, settings) -> None:
 
 
 def write_predictions(settings) -> None:
+    """/v1/score requests as the server logs them (one line per request with its raw body),
+    one /v1/openrtb impression line, then a corrupt line and an out-of-range CTR."""
     from serving.predlog import PredictionLog
 
     log = PredictionLog(settings.predictions_dir, flush_interval=0.05)
-    for iid, (hour, site, p, _) in DAY_A_ROWS.items():
-        fields = {"site_id": site, "device_type": 1, "bidfloor": 0.5, "advertiser_id": "adv1",
-                  "user_segments": ["seg1"], "creative_id": "c1"}
-        log.submit(ts(DAY_A, hour, 0).timestamp(), f"req-{iid}", "score", "1", [iid], [p], [fields])
-    log.submit(ts(DAY_A, 10, 0).timestamp(), "req-a1", "score", "1", ["a1"], [0.2],
-               [{"site_id": "s1", "device_type": 1, "bidfloor": 0.5, "advertiser_id": "adv1",
-                 "user_segments": ["seg1"], "creative_id": "c1"}])  # a re-delivered request: counted once
+
+    def score(when, request_id, version, ids, ctrs, fields):
+        body = json.dumps({"request_id": request_id,
+                           "records": [{"id": i, "fields": f} for i, f in zip(ids, fields)]}, indent=1)
+        assert log.submit_request(when.timestamp(), request_id, "score", version, ctrs, body.encode())
+
+    rows_a = list(DAY_A_ROWS.items())
+    fields_a = [{"site_id": site, "device_type": 1, "bidfloor": 0.5, "advertiser_id": "adv1",
+                 "user_segments": ["seg1"], "creative_id": "c1"} for _, (_, site, _, _) in rows_a]
+    for k, (iid, (hour, site, p, _)) in enumerate(rows_a):
+        if k % 2 == 0:  # two impressions of the same hour per request where possible
+            pair = [j for j in (k, k + 1) if j < len(rows_a) and rows_a[j][1][0] == hour]
+            score(ts(DAY_A, hour, 0), f"req-{iid}", "1", [rows_a[j][0] for j in pair],
+                  [rows_a[j][1][2] for j in pair], [fields_a[j] for j in pair])
+        elif rows_a[k - 1][1][0] != hour:
+            score(ts(DAY_A, hour, 0), f"req-{iid}", "1", [iid], [p], [fields_a[k]])
+    score(ts(DAY_A, 10, 0), f"req-{rows_a[0][0]}", "1", [rows_a[0][0]], [rows_a[0][1][2]],
+          [fields_a[0]])  # a re-delivered request: counted once
     b = {"site_id": "s1", "device_type": "2", "bidfloor": 0.5, "creative_id": "c1"}
-    log.submit(ts(DAY_B, 9, 0).timestamp(), "req-j1", "score", "1", ["j1"], [0.3], [b])
+    score(ts(DAY_B, 9, 0), "req-j1", "1", ["j1"], [0.3], [b])
     log.submit(ts(DAY_B, 9, 0).timestamp(), "req-j2", "openrtb", "1", ["j2"], [0.1],
                [{**b, "site_id": "s2", "creative_id": "c9"}], ad_index=[1])
-    log.submit(ts(DAY_B, 9, 0).timestamp(), "req-j3", "score", "2", ["j3"], [0.05], [b])
+    score(ts(DAY_B, 9, 0), "req-j3", "2", ["j3"], [0.05], [b])
     log.close()
     hour_b = settings.predictions_dir / f"date={DAY_B.isoformat()}" / "hour=09.jsonl"
     with open(hour_b, "a") as f:

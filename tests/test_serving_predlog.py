@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from serving.metrics import ServingMetrics
-from serving.predlog import PredictionLog
+from serving.predlog import PredictionLog, expand_line
 from serving.server import ServeOptions
 from shared.config import load_settings
 from test_serving_support import Served, metric_value, openrtb_examples, score_body, w
@@ -29,7 +29,7 @@ def read_log(root: Path) -> list[dict]:
             row = json.loads(line)
             ts = datetime.fromisoformat(row["ts"].replace("Z", "+00:00"))
             assert (ts.strftime("%Y-%m-%d"), ts.strftime("%H")) == m.groups()  # filed by its own hour
-            rows.append(row)
+            rows += expand_line(row)
     return rows
 
 
@@ -48,6 +48,10 @@ def test_every_scored_impression_is_logged(tmp_path, w):
         rtb = c.post("/v1/openrtb", json={"bid_request": request, "ads": ads}).json()
         assert c.post("/v1/score", json={"records": []}).status_code == 422  # rejected: not logged
     # leaving the block stopped the server, which flushed the log
+    lines = [json.loads(x) for f in settings.predictions_dir.rglob("*.jsonl") for x in f.read_text().splitlines()]
+    assert sum(x["endpoint"] == "score" for x in lines) == 6  # one line per /v1/score request, body as sent
+    assert {x["request"]["records"][0]["fields"]["site_id"] for x in lines if x.get("request_id") == "r0"} == \
+        {w.fields[0]["site_id"]}
     rows = read_log(settings.predictions_dir)
     assert len(rows) == 5 * 10 + 1 + len(request["imp"]) * 2
     by_request = {}
@@ -128,3 +132,25 @@ def test_unwritable_directory_is_counted_not_raised(tmp_path):
     plog.close()
     assert plog.write_errors == 1 and plog.written == 0
     assert metric_value(metrics.exposition()[0].decode(), "ctr_prediction_log_write_errors_total") == 1
+
+
+def test_request_lines_keep_the_body_as_sent_on_one_line(tmp_path):
+    """A /v1/score request is one line holding its raw body (pretty-printed JSON included:
+    its newlines are whitespace) and one CTR per record; expand_line gives per-impression rows."""
+    plog = PredictionLog(tmp_path, capacity=100, flush_interval=60)
+    plog.start()
+    t = datetime(2026, 11, 21, 8, 0, 0, tzinfo=timezone.utc).timestamp()
+    body = json.dumps({"request_id": "x", "records": [{"id": "a", "fields": {"site_id": "s\nt", "ad_pos": 1}},
+                                                      {"fields": {"user_segments": ["1", "2"]}}]}, indent=2)
+    assert b"\n" in body.encode()
+    assert plog.submit_request(t, "x", "score", "4", [0.25, 0.5], body.encode())
+    plog.close()
+    (line,) = (tmp_path / "date=2026-11-21" / "hour=08.jsonl").read_text().splitlines()
+    row = json.loads(line)
+    assert row["request"] == json.loads(body) and row["ctrs"] == [0.25, 0.5]
+    assert expand_line(row) == [
+        {"ts": "2026-11-21T08:00:00.000Z", "request_id": "x", "impression_id": "a", "endpoint": "score",
+         "model_version": "4", "ctr": 0.25, "fields": {"site_id": "s\nt", "ad_pos": 1}},
+        {"ts": "2026-11-21T08:00:00.000Z", "request_id": "x", "impression_id": None, "endpoint": "score",
+         "model_version": "4", "ctr": 0.5, "fields": {"user_segments": ["1", "2"]}}]
+    assert plog.written == 2
