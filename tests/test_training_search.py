@@ -182,3 +182,17 @@ def test_halving_schedule():
     assert Halving(3, 1.0).fractions == [1.0]
     f = Halving(3, 0.05).fractions  # not a power of eta: first rung a little smaller
     assert f[-1] == 1.0 and f[0] <= 0.05 and all(math.isclose(b / a, 3) for a, b in zip(f, f[1:]))
+
+
+def test_trials_as_spark_tasks_give_the_same_search(store, spark):
+    """The same space and seed searched with trials as Spark tasks (one-task jobs from two
+    threads on the real local session) picks the same configurations with the same losses."""
+    space = parse_search_space(SPACE.replace("trials = 5", "trials = 4").replace("[18, 19]", "[18]"))
+    local = run_search(Matrices(), store, space, seed=11, experiment="search-test")
+    on_spark = run_search(Matrices(), store, space, seed=11, experiment="search-test", spark=spark)
+    assert all(t.status == "ok" for t in on_spark.trials), [t.error for t in on_spark.trials]
+    key = lambda r: sorted((t.config_id, t.rung, t.n_rows, round(t.val_log_loss, 12)) for t in r.trials)  # noqa: E731
+    assert key(on_spark) == key(local)
+    assert on_spark.best_params == local.best_params
+    assert mlflow.get_run(on_spark.parent_run_id).data.params["trials_on"] == "spark"
+    assert len(_children(on_spark.parent_run_id)) == len(on_spark.trials)

@@ -35,7 +35,10 @@ def register(sub) -> None:
     p.add_argument("--search-space", help="search space TOML (default training/search_space.toml)")
     p.add_argument("--trials", type=int, help="override the space's trial budget")
     p.add_argument("--wall-seconds", type=float, help="override the space's wall-time budget")
-    p.add_argument("--jobs", type=int, help="parallel trial processes")
+    p.add_argument("--jobs", type=int, help="trials run at once (processes, or concurrent Spark jobs)")
+    p.add_argument("--trials-on", choices=("processes", "spark"), default="processes",
+                   help="run search trials in local processes (default) or as Spark tasks on the session's "
+                        "executors (a cluster: the data root must be shared storage)")
     p.add_argument("--model-name", help="registered model (default ctr-model; ctr-segment-model with --per-segment)")
     p.add_argument("--margin", type=float, help="relative log-loss improvement needed to take champion")
     g = p.add_argument_group("distributed and per-segment training")
@@ -139,7 +142,7 @@ def run_train(args, settings) -> int:
     result = train_from_warehouse(
         spark, settings, windows, spec, table=args.table, search_space=args.search_space, trials=args.trials,
         wall_seconds=args.wall_seconds, n_jobs=args.jobs, model_name=args.model_name or DEFAULT_MODEL_NAME,
-        margin=args.margin, delta_version=args.delta_version,
+        margin=args.margin, delta_version=args.delta_version, trials_on=args.trials_on,
     )
     print(result.summary())
     return 0

@@ -131,6 +131,7 @@ def train_from_warehouse(
     margin: float | None = None,
     delta_version: int | None = None,
     seed: int = 0,
+    trials_on: str = "processes",
 ) -> TrainResult:
     from training.artifacts import save_model_dir
     from training.search import refit_best, run_search
@@ -178,7 +179,8 @@ def train_from_warehouse(
 
     t0 = time.perf_counter()
     result = run_search(make_matrices, settings, search_space, trials=trials, wall_seconds=wall_seconds,
-                        n_jobs=n_jobs, seed=seed, run_name=f"search {windows.train}")
+                        n_jobs=n_jobs, seed=seed, run_name=f"search {windows.train}",
+                        spark=spark if trials_on == "spark" else None)
     seconds["search"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

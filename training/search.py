@@ -12,11 +12,15 @@ rungs), the best ``1/eta`` by validation log-loss go on with ``eta`` times the
 rows, and so on until the full training set. Validation is always the whole
 validation set. Poor settings therefore stop after a cheap fit.
 
-Trials run in worker processes (``ProcessPoolExecutor``, spawn context). The
+Trials run in worker processes (``ProcessPoolExecutor``, spawn context), or, given
+a Spark session (``run_search(..., spark=spark)``, ``ctr train --trials-on spark``),
+each as a one-task Spark job submitted from ``n_jobs`` threads (:class:`SparkTrialPool`),
+so a cluster runs ``n_jobs`` trials at once on its executors. The
 matrices come from the caller's ``make_matrices(bits) -> (X_train, y_train,
 X_val, y_val)``, called once per distinct ``bits`` in the parent; they reach the
 workers as ``.npz``/``.npy`` files in a temporary directory (no pickle), loaded
-once per worker. Every trial — one configuration at one rung — is an MLflow child
+once per worker process. With Spark that directory is under the data root
+(``<home>/tmp``), which on a cluster must be storage every executor mounts. Every trial — one configuration at one rung — is an MLflow child
 run of the search's parent run, logged from the parent process.
 
 Budget: at most ``trials`` configurations; no trial is submitted after
@@ -276,6 +280,31 @@ def _run_trial(task: dict) -> dict:
 
 # -- parent side ----------------------------------------------------------------------
 
+class SparkTrialPool:
+    """The part of ``concurrent.futures.Executor`` the search uses (``submit``, context
+    manager), running each call as a one-task Spark job: ``max_workers`` threads each
+    submit one job at a time, and Spark runs concurrent jobs on free executor slots."""
+
+    def __init__(self, spark, max_workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._sc = spark.sparkContext
+        self._threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ctr-search-spark")
+
+    def _job(self, fn, task: dict) -> dict:
+        self._sc.setJobDescription(f"ctr search trial config {task['key'][0]} rung {task['key'][1]}")
+        return self._sc.parallelize([task], 1).map(fn).collect()[0]
+
+    def submit(self, fn, task: dict):
+        return self._threads.submit(self._job, fn, task)
+
+    def __enter__(self) -> "SparkTrialPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._threads.shutdown(wait=True)
+
+
 @dataclass
 class TrialResult:
     config_id: int
@@ -364,12 +393,15 @@ def run_search(
     seed: int = 0,
     experiment: str | None = None,
     run_name: str = "hyperparameter-search",
+    spark=None,
 ) -> SearchResult:
     """Run the search and return the best configuration by validation log-loss.
 
     ``space`` is a :class:`SearchSpace`, a path to a space file, or None for the
     default file; ``trials``, ``wall_seconds`` and ``n_jobs`` override its budget.
     ``settings`` (shared.config.Settings) selects the MLflow store and experiment.
+    ``spark``: run the trials as Spark tasks (:class:`SparkTrialPool`) instead of
+    local processes; the results are the same.
     """
     import mlflow
 
@@ -391,7 +423,10 @@ def run_search(
     configure_mlflow(settings)
     experiment_id = get_or_create_experiment(settings, experiment)
     client = mlflow.MlflowClient()
-    workdir = Path(tempfile.mkdtemp(prefix="ctr-search-"))
+    if spark is not None:  # executors must read the matrices: keep them under the data root
+        (Path(settings.home) / "tmp").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="ctr-search-",
+                                    dir=str(Path(settings.home) / "tmp") if spark is not None else None))
     results: list[TrialResult] = []
     stopped = "completed"
     try:
@@ -406,6 +441,7 @@ def run_search(
                 "budget.n_jobs": budget.n_jobs, "halving.eta": space.halving.eta,
                 "halving.min_fraction": space.halving.min_fraction, "seed": seed,
                 "rung_fractions": ",".join(f"{f:.6g}" for f in fractions),
+                "trials_on": "spark" if spark is not None else "processes",
             })
             if space.source:
                 mlflow.log_text(space.source, "search_space.toml")
@@ -418,8 +454,9 @@ def run_search(
                 del X_tr, y_tr, X_val, y_val
 
             survivors = list(range(len(configs)))
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=budget.n_jobs, mp_context=ctx) as pool:
+            pool_cm = (SparkTrialPool(spark, budget.n_jobs) if spark is not None else
+                       ProcessPoolExecutor(max_workers=budget.n_jobs, mp_context=multiprocessing.get_context("spawn")))
+            with pool_cm as pool:
                 for rung, fraction in enumerate(fractions):
                     tasks = []
                     for cid in survivors:
