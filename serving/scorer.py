@@ -12,9 +12,10 @@ score garbage without any error).
 Scoring takes each record's feature entries from the record path
 (``Featurizer.record_entries``: the entries ``transform_record`` would sort and sum, left
 as Python lists), gathers all records' weights from the dense float32 vector at once and
-sums them per record in float64 (``np.add.reduceat``). One code path for one record and
-for a batch, so a record gets the same CTR alone or in a batch; skipping the per-record
-sort and array building is what makes a batch of 100 cost ~5 us per record.
+sums them per record in float64 (``np.bincount``, in entry order), so a record gets the
+same CTR alone or in a batch. Skipping the per-record sort and array building roughly
+halves the featurization cost of a batch. (A column-by-column variant of the batch
+through the same caches was measured no faster: Python's per-value cost is the same.)
 """
 
 from __future__ import annotations
@@ -72,24 +73,26 @@ class Scorer:
     aggregates: AggregateSnapshot | None = field(repr=False, default=None)
 
     def entries(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Feature entries of ``records``: (indices, values or None when all are 1.0, start
-        offset of each record); :class:`RecordError` naming the record and the field."""
+        """Feature entries of ``records``: (indices, values or None when all are 1.0, row of
+        each entry); :class:`RecordError` naming the record and the field."""
         accepted = self.accepted_fields
-        entries = self.featurizer.record_entries
-        enrich = self.aggregates.enrich if self.aggregates is not None else None
-        idx: list[int] = []
-        vals: list[float] | None = None
-        starts: list[int] = []
         for i, rec in enumerate(records):
             if not accepted.issuperset(rec):
                 unknown = sorted(k for k in rec if k not in accepted)
                 raise RecordError("unknown_field", f"records[{i}].fields: unknown field(s) {', '.join(map(repr, unknown))}; "
                                   f"the model reads {', '.join(self.spec.input_columns)}")
+        if self.aggregates is not None:
+            records = [self.aggregates.enrich(rec) for rec in records]
+        entries = self.featurizer.record_entries
+        idx: list[int] = []
+        vals: list[float] | None = None
+        lengths: list[int] = []
+        for i, rec in enumerate(records):
             try:
-                ri, rv = entries(enrich(rec) if enrich else rec)
+                ri, rv = entries(rec)
             except (FeaturizeError, TypeError, ValueError) as exc:
                 raise RecordError("bad_value", f"records[{i}].fields: {exc}") from None
-            starts.append(len(idx))
+            lengths.append(len(ri))
             idx += ri
             if rv is not None:
                 if vals is None:
@@ -97,18 +100,20 @@ class Scorer:
                 vals += rv
             elif vals is not None:
                 vals += [1.0] * len(ri)
-        return (np.array(idx, dtype=np.int32), None if vals is None else np.array(vals, dtype=np.float64),
-                np.array(starts, dtype=np.intp))
+        rows = np.repeat(np.arange(len(records), dtype=np.intp), lengths) if len(records) > 1 \
+            else np.zeros(len(idx), dtype=np.intp)
+        return np.array(idx, dtype=np.int32), None if vals is None else np.array(vals, dtype=np.float64), rows
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[float]:
-        """Click probabilities of raw feature records (one or a batch; same path for both)."""
+        """Click probabilities of raw feature records (one or a batch: each record's
+        entries are summed in the same order either way, so its CTR is the same)."""
         if not records:
             return []
-        idx, vals, starts = self.entries(records)
+        idx, vals, rows = self.entries(records)
         w = self.dense_weights[idx].astype(np.float64)
         if vals is not None:
             w *= vals
-        z = np.add.reduceat(w, starts) + self.intercept  # every record has >= 1 entry per field
+        z = np.bincount(rows, weights=w, minlength=len(records)) + self.intercept
         return _sigmoid(z).tolist()
 
     def describe(self) -> dict[str, Any]:

@@ -94,6 +94,9 @@ def test_score_batch_in_order_and_generated_request_id(served, w):
     assert [p["id"] for p in body["predictions"]] == [None] * 100
     np.testing.assert_allclose(got, w.offline["a"].ctrs(fields), rtol=1e-5)
     assert got.std() > 0  # not one constant score
+    alone = [served.client.post("/v1/score", json={"records": [{"fields": f}]}).json()["predictions"][0]["ctr"]
+             for f in fields[:10]]
+    assert alone == got[:10].tolist()  # a record's CTR does not depend on its batch-mates
 
 
 def test_score_missing_fields_and_platform_only_fields(served, w):

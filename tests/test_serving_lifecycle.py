@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from serving import loadgen
+from serving.predlog import expand_line
 from serving.scorer import ModelLoadError, load_scorer
 from serving.server import ServeOptions, build_state
 from shared.cli import main as ctr_main
@@ -224,4 +225,5 @@ def test_ctr_serve_process(tmp_path, w):
         out = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 130 and "Application shutdown complete" in out, out
     lines = [json.loads(line) for f in (home / "predictions").rglob("*.jsonl") for line in f.read_text().splitlines()]
-    assert [(x["request_id"], x["impression_id"]) for x in lines] == [("cli-1", "x")]
+    rows = [row for line in lines for row in expand_line(line)]
+    assert [(x["request_id"], x["impression_id"]) for x in rows] == [("cli-1", "x")]
