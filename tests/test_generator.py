@@ -21,7 +21,7 @@ import pytest
 
 from conftest import shared_data
 from feature_store import truth_model as tm
-from feature_store.generator import FAULT_KINDS, GeneratorConfig, generate_logs
+from feature_store.generator import FAULT_KINDS, GeneratorConfig, generate_frame, generate_logs
 from shared.openrtb import MappingError, impression_fields
 
 CFG = GeneratorConfig(
@@ -408,6 +408,24 @@ def test_clicks(gen):
     assert len({c["impression_id"] for _, c in clicks}) == len(clicks)
 
 
+def test_generate_frame_is_what_generate_logs_writes(gen):
+    """The in-process rows: the same impressions, raw fields, truth and clicks as the files."""
+    frame = generate_frame(CFG)
+    assert frame.num_rows == gen["summary"].impressions == len(gen["truth"])
+    rows = {r["impression_id"]: r for r in frame.to_pylist()}
+    assert rows.keys() == gen["truth"].keys()
+    ok = _ok(gen)
+    assert len(ok) > 0.9 * len(rows)
+    for iid, (rec, fields, _) in ok.items():
+        r = rows[iid]
+        assert {k: r[k] for k in fields} == fields, iid
+        assert r["event_time"] == _parse_ts(rec["timestamp"])
+    assert all(r["p_true"] == gen["truth"][iid][0] for iid, r in rows.items())
+    clicked = {c["impression_id"] for _, c in gen["clicks"]}
+    assert {iid for iid, r in rows.items() if r["clicked"]} == clicked
+    assert frame.column("event_time").to_pylist() == sorted(frame.column("event_time").to_pylist())
+
+
 # ------------------------------------------------------------------- popularity
 
 def test_zipf_skew(gen):
@@ -465,6 +483,8 @@ def test_config_validation():
         GeneratorConfig(duplicate_rate=1.5)
     assert GeneratorConfig(days=7).effective_drift_day == 3
     assert GeneratorConfig(days=1).effective_drift_day == 1
+    with pytest.raises(ValueError, match="interaction_scale"):
+        GeneratorConfig(interaction_scale=-1.0)
 
 
 def test_cli_generate(tmp_path, settings, capsys):
