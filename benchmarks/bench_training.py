@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--params", help="JSON setting fixed for every variant (no search)")
     ap.add_argument("--mllib", action="store_true", help="also train the full spec with the MLlib engine")
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--driver-memory", default="4g", help="Spark driver memory (5M rows: 10g)")
     ap.add_argument("--workdir", type=Path, required=True, help="data root (kept; reused when it matches)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -120,7 +121,8 @@ def main() -> None:
     days = args.train_days + 2
     start = date(2026, 11, 1)
     cfg = GeneratorConfig(start_date=start, days=days, impressions_per_day=per_day, seed=args.seed, drift_day=days)
-    settings = load_settings({"home": str(args.workdir), "spark_master": args.master}, env={})
+    settings = load_settings({"home": str(args.workdir), "spark_master": args.master,
+                              "spark_driver_memory": args.driver_memory}, env={})
     stamp = settings.home / "bench_training.json"
     wanted = json.dumps(cfg.as_dict(), sort_keys=True)
     print(f"{days} days x {per_day:,} impressions ({args.train_days} train, 1 validation, 1 test) on {args.master}; "
