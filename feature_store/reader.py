@@ -100,6 +100,23 @@ def read_window(
     return df, WindowRead(table=table, path=path, window=window, version=v, columns=tuple(df.columns))
 
 
+class WindowTooLargeError(ValueError):
+    """A window bigger than the driver may collect (``spark.driver.maxResultSize``)."""
+
+
 def to_arrow(df: "DataFrame") -> "pa.Table":
-    """Collect a (window-sized) DataFrame to Arrow through Spark's Arrow path."""
-    return df.toArrow()
+    """Collect a (window-sized) DataFrame to Arrow through Spark's Arrow path; a window
+    larger than the driver may hold is a :class:`WindowTooLargeError` that says what to do."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        return df.toArrow()
+    except Py4JJavaError as exc:
+        text = str(exc)
+        if "maxResultSize" not in text:
+            raise
+        detail = next((line.split("SparkException:", 1)[-1].strip() for line in text.splitlines()
+                       if "maxResultSize" in line), "results exceed spark.driver.maxResultSize")
+        raise WindowTooLargeError(
+            f"the window does not fit in the Spark driver ({detail}); raise CTR_SPARK_DRIVER_MEMORY "
+            f"(maxResultSize is 3/4 of it), shorten the window, or train with --engine mllib") from None

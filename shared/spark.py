@@ -51,6 +51,19 @@ def delta_jars(settings: Settings) -> list[str]:
     return jars
 
 
+def max_result_size(driver_memory: str) -> str:
+    """``spark.driver.maxResultSize`` for a driver of ``driver_memory`` (JVM notation, e.g.
+    ``4g``): three quarters of it. Single-machine training collects whole windows to the
+    driver (5M impressions are ~1.2 GiB of Arrow), so Spark's 1 GiB default is too small,
+    while an unlimited size would turn a too-large window into a driver crash."""
+    units = {"k": 1, "m": 1 << 10, "g": 1 << 20, "t": 1 << 30}
+    text = driver_memory.strip().lower().rstrip("b")
+    if not text or (text[-1] not in units and not text.isdigit()):
+        raise SparkStartError(f"spark driver memory {driver_memory!r} is not a JVM memory size like 4g or 512m")
+    kib = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text) // 1024
+    return f"{max(1, kib * 3 // 4 // 1024)}m"
+
+
 def _builder(settings: Settings, app_name: str, ui: bool):
     from pyspark.sql import SparkSession
 
@@ -62,6 +75,7 @@ def _builder(settings: Settings, app_name: str, ui: bool):
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.default.parallelism", str(settings.spark_shuffle_partitions))
         .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.driver.maxResultSize", max_result_size(settings.spark_driver_memory))
         .config("spark.ui.enabled", "true" if ui else "false")
         .config("spark.ui.showConsoleProgress", "true" if ui else "false")
         .config("spark.sql.session.timeZone", "UTC")
