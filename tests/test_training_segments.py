@@ -3,6 +3,8 @@ resuming a run id without refits, retries of failing segments, and the registere
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,101 @@ def test_failing_segments_are_retried_capped_then_refit_on_rerun(spark, tmp_path
     assert [(r["segment"], r["status"], r["attempts"], r["error"]) for r in table] == [
         ("s1", "ok", 3, ""), ("s2", "ok", 3, "")]
     assert all(np.isfinite(r["global_test_log_loss"]) and r["n_test"] == 10 for r in table)
+
+
+def _segment_frame(seed: int = 11):
+    """8 segments x 90 rows (70 train, 10 validation, 10 test) of 4 hashed features; segment
+    "s3" has one training label 2, which makes its fit raise (labels must be 0 or 1)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(8):
+        seg = f"s{k}"
+        w = rng.normal(0, 1.0, 40)
+        for i in range(90):
+            cols = np.sort(rng.choice(40, size=4, replace=False)).astype(np.int32)
+            label = int(rng.random() < 1 / (1 + np.exp(1.0 - w[cols].sum())))
+            split = "train" if i < 70 else "validation" if i < 80 else "test"
+            rows.append((seg, split, 2 if (seg == "s3" and i == 5) else label, cols,
+                         np.ones(4, dtype=np.float32)))
+    return pd.DataFrame(rows, columns=["_segment", "_split", "label", "indices", "values"])
+
+
+def test_segments_sharing_a_task_match_fits_alone_and_a_failure_stays_put(spark, tmp_path_factory):
+    """All segments in one Spark task (partitions=1), rows delivered shuffled over several
+    input partitions: every segment's weights equal fitting that segment alone, and the one
+    segment whose fit raises fails (and is retried) without taking its bucket-mates down.
+    The first job is a fresh run (fit + append in one job), the re-run reads the table."""
+    from training.distributed import SparseWeights, normalize_setting
+    from training.segments import fit_segment, fit_segment_rows, fit_segments, rows_from_pandas
+
+    settings = tiny_warehouse(tmp_path_factory, spark)
+    pdf = _segment_frame()
+    shuffled = pdf.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    data = spark.createDataFrame(
+        [tuple(r[:3]) + (r[3].tolist(), r[4].tolist()) for r in shuffled.itertuples(index=False)],
+        "_segment string, _split string, label int, indices array<int>, values array<float>").repartition(3)
+    global_model = SparseWeights(indices_=np.array([3, 7], np.int64), weights_=np.array([0.2, -0.1]),
+                                 raw_intercept_=-1.0, bits_=10, setting={}, engine="sklearn")
+    grid = [{"C": 0.3}, {"C": 3.0}]
+    report = fit_segments(spark, settings, data, run_id="bucket-run", global_model=global_model, grid=grid,
+                          min_rows=20, min_positives=2, max_retries=1, partitions=1, fresh_run=True)
+    assert report.fitted == 7 and report.failed == ["s3"] and report.fallback == 0
+    assert report.passes == 2 and report.attempts == 9 and report.eligible == 8
+    _, table = _table(spark, settings, "bucket-run")
+    by_segment = {r["segment"]: r for r in table}
+    assert set(by_segment) == {f"s{k}" for k in range(8)}
+    bad = by_segment["s3"]
+    assert (bad["status"], bad["attempts"]) == ("failed", 2) and "labels must be 0 or 1" in bad["error"]
+    assert bad["indices"] == [] and bad["n_train"] == 80 and bad["n_test"] == 10
+
+    settings_list = [normalize_setting(s) for s in grid]
+    g = (global_model.indices_, global_model.weights_, global_model.intercept_)
+    for seg, group in pdf.groupby("_segment"):
+        if seg == "s3":
+            continue
+        r = by_segment[seg]
+        assert r["status"] == "ok" and r["attempts"] == 1 and r["n_train"] == 80 and r["n_test"] == 10
+        # the same segment alone: setting choice + refit, and the refit of the chosen setting
+        [alone] = fit_segment_rows(rows_from_pandas(group), settings_list, 10, global_model=g, min_rows=20,
+                                   min_positives=2)
+        refit = fit_segment(group, json.loads(r["params"]), 10, global_model=g)
+        for other in (alone, refit):
+            assert other["status"] == "ok" and other["params"] == r["params"]
+            assert np.array_equal(np.asarray(r["indices"]), other["indices"])
+            assert np.array_equal(np.asarray(r["weights"]), other["weights"])
+            assert r["intercept"] == other["intercept"] and r["test_log_loss"] == other["test_log_loss"]
+            assert r["global_test_log_loss"] == other["global_test_log_loss"]
+        assert r["val_log_loss"] == alone["val_log_loss"]
+
+    # a re-run of the run id touches only the failed segment (and fails it again, alone)
+    again = fit_segments(spark, settings, data, run_id="bucket-run", global_model=global_model, grid=grid,
+                         min_rows=20, min_positives=2, max_retries=0, partitions=1)
+    assert (again.skipped, again.fitted, again.attempts, again.failed) == (7, 0, 1, ["s3"])
+    _, table = _table(spark, settings, "bucket-run")
+    assert {(r["segment"], r["attempts"]) for r in table if r["status"] == "failed"} == {("s3", 3)}
+
+
+def test_segment_rows_isolate_bad_rows_and_ignore_row_order():
+    """Rows a segment cannot be fitted from (indices and values of different lengths, a null
+    label) fail that segment only; the canonical order makes the fit independent of how the
+    rows arrive."""
+    from training.distributed import normalize_setting
+    from training.segments import fit_segment_rows, rows_from_pandas
+
+    pdf = _segment_frame()
+    pdf.loc[pdf["_segment"] == "s3", "label"] = 0
+    pdf.loc[pdf.index[pdf["_segment"] == "s3"][:5], "label"] = 1
+    pdf.at[pdf.index[pdf["_segment"] == "s5"][2], "values"] = np.ones(3, dtype=np.float32)  # 4 indices, 3 values
+    pdf["label"] = pdf["label"].astype(object)
+    pdf.at[pdf.index[pdf["_segment"] == "s6"][0], "label"] = None
+    setting = [normalize_setting({})]
+    results = {r["segment"]: r for r in fit_segment_rows(rows_from_pandas(pdf), setting, 10)}
+    reversed_ = {r["segment"]: r for r in fit_segment_rows(rows_from_pandas(pdf.iloc[::-1]), setting, 10)}
+    assert {s for s, r in results.items() if r["status"] == "failed"} == {"s5", "s6"}
+    assert "different lengths" in results["s5"]["error"] and "null label" in results["s6"]["error"]
+    for seg, r in results.items():
+        if r["status"] == "ok":
+            assert np.array_equal(r["weights"], reversed_[seg]["weights"]) and r["intercept"] == reversed_[seg]["intercept"]
+    assert sum(r["status"] == "ok" for r in results.values()) == 6

@@ -7,35 +7,52 @@ One job, identified by a *run id*:
 2. the **global model** is fitted on all rows (MLlib by default, see
    :mod:`training.distributed`; ``global_engine="sklearn"`` collects and fits on the driver)
    and recorded in the segment table as segment ``__global__``;
-3. per-segment row and click counts decide which segments get a model: fewer than
-   ``min_rows`` training rows, fewer than ``min_positives`` training clicks or no training
-   non-click means **fallback** to the global model (recorded, never fitted);
-4. with more than one setting in the grid, the **segment x setting fan-out**: train +
-   validation rows are cross-joined with the settings and ``groupBy(segment, setting)
-   .applyInPandas`` fits each pair on train and scores validation; the best setting per
-   segment (lowest validation log-loss) goes on;
-5. ``groupBy(segment).applyInPandas`` refits each segment's setting on train + validation
-   (scikit-learn :class:`~training.model.SparseLogisticRegression`, one task per segment
-   group, all cores busy) and scores its test rows, beside the global model on the same rows;
-6. each pass's results are MERGEd into the Delta table ``segment_models`` keyed by
-   (run_id, segment) in one commit; a row whose status is ``failed`` may be replaced by a
+3. the **segment fan-out**: the segments not completed for the run are packed into a few
+   buckets (a hash of the segment key, about one per core: ``fit_segments(partitions=)``),
+   the rows are shuffled so that partition ``b`` holds bucket ``b`` (``repartitionById``),
+   and one ``mapInArrow`` task per bucket builds its rows into flat arrays once
+   (:class:`SegmentRows`) and goes through its segments one after the other
+   (:func:`fit_segment_rows`), each on its own:
+
+   a. its row and click counts decide whether it gets a model: fewer than ``min_rows``
+      training rows, fewer than ``min_positives`` training clicks or no training non-click
+      means **fallback** to the global model (recorded, never fitted);
+   b. with more than one setting in the grid, each setting is fitted on its train rows and
+      scored on its validation rows; the lowest validation log-loss wins;
+   c. the setting is refitted on train + validation (scikit-learn
+      :class:`~training.model.SparseLogisticRegression`) and scored on the test rows,
+      beside the global model on the same rows.
+
+   A segment's rows are put in a canonical order (split, then a hash of the row's content)
+   and its fit is seeded with ``seed``, so its weights are exactly those of fitting it alone
+   (:func:`fit_segment`), whatever bucket, task or batch order it came in. A task per
+   segment (``groupBy(segment).applyInPandas``, as before) spent about 15 ms of Spark,
+   Arrow and pandas overhead per segment, more than the fits of small segments: 1,000
+   segments ran at a third of a sequential loop's speed (``benchmarks/bench_segments.py``);
+4. each pass's results go to the Delta table ``segment_models`` keyed by (run_id, segment)
+   in one commit: an append when no segment of the pass has a row for the run yet (with
+   Delta's idempotent-write pair ``txnAppId``/``txnVersion``, so two jobs of the same run
+   id cannot both insert; for a run id the job made up itself the append is done by the
+   fitting job itself), else a MERGE; a row whose status is ``failed`` may be replaced by a
    later attempt, a completed one (``ok`` / ``fallback``) never is;
-7. the bundle (global model + every ``ok`` segment) is scored on the whole test window
+5. the bundle (global model + every ``ok`` segment) is scored on the whole test window
    (segment model where there is one, global model otherwise), written as one model
    directory and registered as ONE model version, tagged ``segments_run_id``.
 
 Idempotence and retries
 -----------------------
-Before fitting anything the job reads the table: segments (and the global model) already
-``ok`` or ``fallback`` for this run id are skipped, so re-running a job that died midway
-fits only what is missing, and re-running a finished one fits and writes nothing (and
-returns the version already registered for the run id). A resumed run must read the same
-data: the Delta version, feature fingerprint, segment column and windows are recorded with
-the global row and checked. Exceptions inside a segment task are caught in the pandas
-function and recorded as ``status='failed'`` with the error; failed segments are retried in
-further passes, at most ``max_retries`` times (the ``attempts`` column counts them). A
-segment still failing after that is served by the global model (listed under ``failed`` in
-``segments.json``); the table keeps its error.
+Before fitting anything a job given a run id reads the table: segments (and the global
+model) already ``ok`` or ``fallback`` for this run id are skipped, so re-running a job that
+died midway fits only what is missing, and re-running a finished one fits and writes
+nothing (and returns the version already registered for the run id). A resumed run must
+read the same data: the Delta version, feature fingerprint, segment column and windows are
+recorded with the global row and checked. Exceptions inside a segment's work are caught
+per segment in the task and recorded as ``status='failed'`` with the error (its
+bucket-mates go on); rows a segment cannot be built from (null label or feature list,
+indices and values of different lengths) fail that segment alone. Failed segments are
+retried in further passes, at most ``max_retries`` times (the ``attempts`` column counts
+them). A segment still failing after that is served by the global model (listed under
+``failed`` in ``segments.json``); the table keeps its error.
 
 Table ``segment_models`` (Delta, one row per (run_id, segment)): see :data:`TABLE_DDL`;
 ``indices``/``weights`` are the segment's non-zero weights (sorted column indices, float64),
@@ -118,6 +135,7 @@ OK, FALLBACK, FAILED = "ok", "fallback", "failed"
 DONE = (OK, FALLBACK)
 RUN_ID_TAG = "segments_run_id"
 SEGMENT_COL = "_segment"
+_RESERVED = "is reserved for the global model"
 
 TABLE_DDL = (
     "run_id string, segment string, status string, attempts int, error string, params string, "
@@ -131,9 +149,346 @@ TABLE_COLUMNS = tuple(part.split()[0] for part in TABLE_DDL.split(", "))
 _FIT_COLUMNS = TABLE_COLUMNS[:-1]  # updated_at is stamped in Spark
 
 
-# -- one segment, in pandas (runs inside Spark tasks, and in the benchmark's sequential loop) ----
+# -- segments as arrays (inside Spark tasks, and in the benchmark's sequential loop) ----------
+
+_SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
+_BAD_SPLIT = 3
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise (uint64, wrapping)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+@dataclass
+class SegmentRows:
+    """Featurized rows of one or more segments as flat arrays, in a canonical order:
+    sorted by segment key, then split (train, validation, test), then a 64-bit hash of the
+    row's content (label, indices, values). Segment ``g`` (key ``keys[g]``) owns rows
+    ``bounds[g]:bounds[g + 1]``; its train, validation and test rows are contiguous.
+
+    The order depends on the rows alone, not on how Spark delivered them, so a segment's
+    fit (liblinear's coordinate order depends on the row order) is the same whichever task,
+    bucket or batch its rows came in: fitting a segment inside a bucket of many gives the
+    weights :func:`fit_segment` gives for its rows alone. ``problems``: segment -> first
+    data problem (null label or feature list, indices/values of different lengths, a split
+    that is not train/validation/test); such a segment fails, its bucket-mates do not."""
+
+    keys: list
+    bounds: np.ndarray  # int64 [G + 1]
+    split: np.ndarray  # int8 [n]: 0 train, 1 validation, 2 test, 3 anything else
+    label: np.ndarray  # int64 [n], as given (not checked to be 0/1 here)
+    indptr: np.ndarray  # int64 [n + 1]
+    indices: np.ndarray  # int32 [nnz]
+    values: np.ndarray  # float32 [nnz]
+    problems: dict = field(default_factory=dict)
+
+    def spans(self, g: int) -> tuple[int, int, int, int]:
+        """(start, first validation row, first test row, end) of segment ``g``."""
+        a, b = int(self.bounds[g]), int(self.bounds[g + 1])
+        v, t = np.searchsorted(self.split[a:b], (1, 2)) + a
+        return a, int(v), int(t), b
+
+    def csr(self, a: int, b: int, bits: int):
+        """Rows ``a:b`` as a CSR matrix of ``2**bits`` columns (float32 values, as ever)."""
+        import scipy.sparse as sp
+
+        p = self.indptr[a:b + 1]
+        return sp.csr_matrix((self.values[p[0]:p[-1]], self.indices[p[0]:p[-1]], p - p[0]),
+                             shape=(b - a, 1 << int(bits)))
+
+
+def rows_from_arrow(table: "pa.Table") -> SegmentRows:
+    """:class:`SegmentRows` from an Arrow table with ``_segment`` (optional: one segment),
+    ``_split``, ``label``, ``indices`` (list of int), ``values`` (list of float)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = table.combine_chunks()
+    n = table.num_rows
+
+    def col(name):  # one chunk after combine_chunks (none for an empty table)
+        c = table.column(name)
+        return c.chunk(0) if c.num_chunks else pa.array([], c.type)
+
+    bad = np.zeros(n, dtype=np.int8)  # 0 fine, else an index into `reasons`
+    reasons = ["", "null label", "null indices or values list", "indices and values of different lengths",
+               "null entry in indices or values", "split is not train/validation/test"]
+
+    # segment keys, ranked in sorted key order
+    if SEGMENT_COL in table.column_names:
+        enc = col(SEGMENT_COL).dictionary_encode()
+        dictionary = enc.dictionary.to_pylist()
+        codes = enc.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False).astype(np.int64)
+        if enc.indices.null_count:
+            dictionary.append(None)
+    else:
+        dictionary, codes = [None], np.zeros(n, dtype=np.int64)
+    by_key = sorted(range(len(dictionary)), key=lambda i: (dictionary[i] is None, dictionary[i] or ""))
+    rank_of = np.empty(len(dictionary), dtype=np.int64)
+    rank_of[by_key] = np.arange(len(dictionary))
+    seg_rank = rank_of[codes] if n else codes
+    keys = [dictionary[i] for i in by_key]
+
+    enc = col(SPLIT_COL).dictionary_encode()
+    lookup = np.array([_SPLIT_CODES.get(s, _BAD_SPLIT) for s in enc.dictionary.to_pylist()] + [_BAD_SPLIT],
+                      dtype=np.int8)
+    split = lookup[enc.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False)] if n else \
+        np.zeros(0, np.int8)
+    bad[(split == _BAD_SPLIT) & (bad == 0)] = 5
+
+    lab = col("label")
+    bad[(lab.is_null().to_numpy(zero_copy_only=False)) & (bad == 0)] = 1
+    label = lab.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) if n else np.zeros(0, np.int64)
+
+    lists = []
+    for name in ("indices", "values"):
+        arr = col(name)
+        lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        bad[arr.is_null().to_numpy(zero_copy_only=False) & (bad == 0)] = 2
+        flat = arr.flatten()  # skips the slots of null lists
+        if flat.null_count:
+            ends = np.cumsum(lengths)
+            nulls = np.concatenate([[0], np.cumsum(flat.is_null().to_numpy(zero_copy_only=False))])
+            bad[(nulls[ends] - nulls[ends - lengths] > 0) & (bad == 0)] = 4
+            flat = flat.fill_null(0)
+        lists.append((lengths, flat.to_numpy(zero_copy_only=False)))
+    (idx_len, idx_flat), (val_len, val_flat) = lists
+    mismatch = idx_len != val_len
+    if mismatch.any():  # keep the entries of the rows whose lists agree
+        bad[mismatch & (bad == 0)] = 3
+        idx_flat, val_flat = idx_flat[np.repeat(~mismatch, idx_len)], val_flat[np.repeat(~mismatch, val_len)]
+        idx_len = np.where(mismatch, 0, idx_len)
+    indices = idx_flat.astype(np.int32, copy=False)
+    values = val_flat.astype(np.float32, copy=False)
+    ends = np.cumsum(idx_len)
+
+    # a content hash per row: the last sort key of the canonical order
+    h = _mix(indices.astype(np.uint64) * _K1 ^ values.view(np.uint32).astype(np.uint64) * _K2)
+    sums = np.zeros(indices.size + 1, dtype=np.uint64)
+    np.cumsum(h, out=sums[1:])
+    row_hash = _mix((sums[ends] - sums[ends - idx_len]) ^ (label.astype(np.uint64) * _K3) ^ idx_len.astype(np.uint64))
+    order = np.lexsort((row_hash, split, seg_rank))
+
+    lengths = idx_len[order]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    gather = np.repeat((ends - idx_len)[order] - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+    seg_sorted = seg_rank[order]
+    bounds = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(seg_sorted, minlength=len(keys)), out=bounds[1:])
+    problems = {}
+    bad_sorted = bad[order]
+    for i in np.flatnonzero(bad_sorted):
+        problems.setdefault(int(seg_sorted[i]), reasons[bad_sorted[i]])
+    return SegmentRows(keys=keys, bounds=bounds, split=split[order], label=label[order], indptr=indptr,
+                       indices=indices[gather], values=values[gather], problems=problems)
+
+
+def _list_array(cells, dtype) -> "pa.Array":
+    import pyarrow as pa
+
+    nulls = np.fromiter((a is None for a in cells), dtype=bool, count=len(cells))
+    lengths = np.fromiter((0 if a is None else len(a) for a in cells), dtype=np.int64, count=len(cells))
+    offsets = np.zeros(len(cells) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [np.asarray(a, dtype=dtype) for a in cells if a is not None]
+    flat = np.concatenate(present) if present else np.zeros(0, dtype)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=pa.array(nulls))
+
+
+def rows_from_pandas(pdf: "pd.DataFrame") -> SegmentRows:
+    """:class:`SegmentRows` from a pandas frame of the same columns (``indices`` / ``values``
+    cells are sequences)."""
+    import pyarrow as pa
+
+    names = [c for c in (SEGMENT_COL, SPLIT_COL, "label") if c in pdf.columns]
+    arrays = [pa.array(pdf[c].to_numpy(), from_pandas=True) for c in names]
+    arrays += [_list_array(list(pdf["indices"]), np.int32), _list_array(list(pdf["values"]), np.float32)]
+    return rows_from_arrow(pa.Table.from_arrays(arrays, names=[*names, "indices", "values"]))
+
+
+def _error(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:2000]
+
+
+def _validate(rows: SegmentRows, g: int, setting: Mapping[str, Any], bits: int, seed: int) -> float:
+    from training.model import SparseLogisticRegression
+
+    a, v, t, _ = rows.spans(g)
+    model = SparseLogisticRegression(**setting, random_state=seed).fit(rows.csr(a, v, bits), rows.label[a:v])
+    return evaluate(rows.label[v:t], model.predict_proba(rows.csr(v, t, bits))[:, 1])["log_loss"]
+
+
+def choose_setting(rows: SegmentRows, g: int, grid: Sequence[Mapping[str, Any]], bits: int,
+                   seed: int = 0) -> tuple[int, float, str]:
+    """(setting index, validation log-loss, error) for segment ``g``: each setting fitted on
+    its train rows and scored on its validation rows, lowest log-loss wins (ties: the first);
+    no validation rows: the first setting; every setting failing: index -1 and the errors."""
+    if len(grid) == 1:
+        return 0, math.nan, ""
+    a, v, t, _ = rows.spans(g)
+    trials = []
+    for sid, setting in enumerate(grid):
+        try:
+            if t == v:
+                trials.append((sid, math.nan, "no validation rows"))
+            else:
+                trials.append((sid, _validate(rows, g, setting, bits, seed), ""))
+        except Exception as exc:
+            trials.append((sid, math.nan, _error(exc)))
+    ok = [tr for tr in trials if tr[1] is not None and math.isfinite(tr[1])]
+    if ok:
+        sid, loss, _ = min(ok, key=lambda tr: (tr[1], tr[0]))
+        return sid, float(loss), ""
+    if all(err == "no validation rows" for _, _, err in trials):
+        return 0, math.nan, ""  # nothing to choose on: the first setting
+    errors = sorted({err for _, _, err in trials if err}) or ["no settings evaluated"]
+    return -1, math.nan, "validation failed for every setting: " + " | ".join(errors)[:1900]
+
+
+def _base_row(rows: SegmentRows, g: int, setting: Mapping[str, Any], bits: int) -> dict[str, Any]:
+    a, v, t, b = rows.spans(g)
+    return {
+        "status": OK, "error": "", "params": json.dumps(dict(setting), sort_keys=True),
+        "n_train": t - a, "n_validation": t - v, "n_test": b - t, "positives_train": int(rows.label[a:t].sum()),
+        "test_log_loss": math.nan, "test_auc": math.nan, "test_normalized_entropy": math.nan,
+        "test_calibration": math.nan, "global_test_log_loss": math.nan, "intercept": math.nan,
+        "raw_intercept": math.nan, "indices": np.zeros(0, np.int64), "weights": np.zeros(0, np.float64),
+        "bits": int(bits), "fit_seconds": 0.0,
+    }
+
+
+def _refit(rows: SegmentRows, g: int, setting: Mapping[str, Any], bits: int, seed: int,
+           global_model: tuple[np.ndarray, np.ndarray, float] | None) -> dict[str, Any]:
+    from training.model import SparseLogisticRegression
+
+    started = time.perf_counter()
+    a, v, t, b = rows.spans(g)
+    row = _base_row(rows, g, setting, bits)
+    try:
+        if g in rows.problems:
+            raise ValueError(f"segment {rows.keys[g]!r}: {rows.problems[g]}")
+        model = SparseLogisticRegression(**setting, random_state=seed).fit(rows.csr(a, t, bits), rows.label[a:t])
+        row.update(indices=model.indices_.astype(np.int64), weights=model.weights_.astype(np.float64),
+                   intercept=float(model.intercept_), raw_intercept=float(model.raw_intercept_))
+        if b > t:
+            X_test, y_test = rows.csr(t, b, bits), rows.label[t:b]
+            m = evaluate(y_test, model.predict_proba(X_test)[:, 1])
+            row.update(test_log_loss=m["log_loss"], test_auc=m["auc"], test_normalized_entropy=m["normalized_entropy"],
+                       test_calibration=m["calibration"])
+            if global_model is not None:
+                from training.artifacts import sigmoid
+
+                g_idx, g_w, g_b = global_model
+                row_ids = np.repeat(np.arange(X_test.shape[0]), np.diff(X_test.indptr))
+                p = sigmoid(g_b + sparse_margin(X_test.indices, X_test.data, row_ids, X_test.shape[0], g_idx, g_w))
+                row["global_test_log_loss"] = evaluate(y_test, p)["log_loss"]
+    except Exception as exc:  # recorded and retried by the driver, never fatal to the job
+        row.update(status=FAILED, error=_error(exc), indices=np.zeros(0, np.int64), weights=np.zeros(0, np.float64),
+                   intercept=math.nan, raw_intercept=math.nan)
+    row["fit_seconds"] = time.perf_counter() - started
+    return row
+
+
+def fallback_reason(train: int, positives: int, min_rows: int, min_positives: int) -> str:
+    """Why a segment with ``train`` training rows (``positives`` of them clicks) is served by
+    the global model instead of a model of its own ("" when it gets one)."""
+    if train < min_rows:
+        return f"{train} training rows < min_rows {min_rows}"
+    if positives < min_positives:
+        return f"{positives} training clicks < min_positives {min_positives}"
+    if positives == train:
+        return "no training non-clicks"
+    return ""
+
+
+def _fallback_row(rows: SegmentRows, g: int, reason: str, bits: int) -> dict[str, Any]:
+    a, v, t, b = rows.spans(g)
+    return {"status": FALLBACK, "attempts": 0, "error": reason, "params": "", "n_train": t - a,
+            "n_validation": t - v, "n_test": b - t, "positives_train": int(rows.label[a:t].sum()),
+            "val_log_loss": None, "test_log_loss": None, "test_auc": None, "test_normalized_entropy": None,
+            "test_calibration": None, "global_test_log_loss": None, "intercept": None, "raw_intercept": None,
+            "indices": np.zeros(0, np.int64), "weights": np.zeros(0, np.float64), "fit_seconds": 0.0,
+            "bits": int(bits), "meta": ""}
+
+
+def fit_segment_rows(rows: SegmentRows, grid: Sequence[Mapping[str, Any]], bits: int, *, seed: int = 0,
+                     global_model: tuple[np.ndarray, np.ndarray, float] | None = None, min_rows: int = 0,
+                     min_positives: int = 0) -> Iterator[dict[str, Any]]:
+    """Every segment of ``rows`` in turn (what one Spark task does for its bucket, and the
+    sequential loop for all segments): a segment without training rows is skipped (no row);
+    one with fewer than ``min_rows`` training rows, fewer than ``min_positives`` training
+    clicks or no training non-click gets a ``fallback`` row (:func:`fallback_reason`);
+    every other one has its setting chosen on validation (when the grid has more than one,
+    :func:`choose_setting`), is refitted on train + validation and scored on its test rows.
+
+    One dict of table columns per segment (``segment``, ``status``, ``val_log_loss``, the
+    fit columns; ``attempts`` / ``meta`` only on fallback rows); never raises: a segment's
+    exception becomes its ``status='failed'`` row and the next segment goes on. Each
+    segment's fit sees only its own rows and ``seed``, so the results do not depend on which
+    other segments share the call (the Spark task's bucket) or on their order."""
+    for g, key in enumerate(rows.keys):
+        loss = math.nan
+        try:
+            a, v, _, _ = rows.spans(g)
+            if v == a:  # no training rows: not a segment of this job
+                continue
+            reason = fallback_reason(v - a, int(rows.label[a:v].sum()), min_rows, min_positives)
+            if reason:
+                row = _fallback_row(rows, g, reason, bits)
+            else:
+                sid, loss, err = choose_setting(rows, g, grid, bits, seed)
+                if sid < 0:  # every setting failed on validation: nothing to refit
+                    row = _base_row(rows, g, grid[0], bits)
+                    row.update(status=FAILED, error=err)
+                else:
+                    row = _refit(rows, g, grid[sid], bits, seed, global_model)
+                row["val_log_loss"] = float(loss)
+        except Exception as exc:  # a bug above, not in the fit: still this segment's alone
+            row = {**_failed_row(exc, bits), "val_log_loss": math.nan}
+        row["segment"] = key
+        yield row
+
+
+def _failed_row(exc: BaseException, bits: int) -> dict[str, Any]:
+    return {"status": FAILED, "error": _error(exc), "params": "", "n_train": 0, "n_validation": 0, "n_test": 0,
+            "positives_train": 0, "test_log_loss": math.nan, "test_auc": math.nan,
+            "test_normalized_entropy": math.nan, "test_calibration": math.nan, "global_test_log_loss": math.nan,
+            "intercept": math.nan, "raw_intercept": math.nan, "indices": np.zeros(0, np.int64),
+            "weights": np.zeros(0, np.float64), "bits": int(bits), "fit_seconds": 0.0}
+
+
+def validate_segment_setting(pdf: "pd.DataFrame", setting: Mapping[str, Any], bits: int, seed: int = 0) -> float:
+    """Validation log-loss of ``setting`` fitted on the rows' train split (one segment)."""
+    return _validate(rows_from_pandas(pdf.drop(columns=[SEGMENT_COL], errors="ignore")), 0, setting, bits, seed)
+
+
+def fit_segment(pdf: "pd.DataFrame", setting: Mapping[str, Any], bits: int, *, seed: int = 0,
+                global_model: tuple[np.ndarray, np.ndarray, float] | None = None) -> dict[str, Any]:
+    """Refit ``setting`` on one segment's train + validation rows (a pandas frame) and score
+    its test rows (beside the global model's ``(indices, weights, intercept)`` when given):
+    the computation a Spark task runs for each segment of its bucket.
+
+    Returns one table row's fit columns; never raises: an exception becomes
+    ``status='failed'`` with the error."""
+    try:
+        rows = rows_from_pandas(pdf.drop(columns=[SEGMENT_COL], errors="ignore"))
+    except Exception as exc:
+        return _failed_row(exc, bits)
+    return _refit(rows, 0, setting, bits, seed, global_model)
+
 
 def _csr(pdf: "pd.DataFrame", bits: int):
+    """All rows of a pandas frame as one CSR matrix, in their order (the sklearn global model)."""
     import scipy.sparse as sp
 
     lengths = np.fromiter((len(a) for a in pdf["indices"]), dtype=np.int64, count=len(pdf))
@@ -150,66 +505,6 @@ def _labels(pdf: "pd.DataFrame") -> np.ndarray:
     return pdf["label"].to_numpy().astype(np.int8)
 
 
-def _error(exc: BaseException) -> str:
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"[:2000]
-
-
-def validate_segment_setting(pdf: "pd.DataFrame", setting: Mapping[str, Any], bits: int, seed: int = 0) -> float:
-    """Validation log-loss of ``setting`` fitted on the segment's train rows."""
-    from training.model import SparseLogisticRegression
-
-    train = pdf[pdf[SPLIT_COL] == "train"]
-    val = pdf[pdf[SPLIT_COL] == "validation"]
-    model = SparseLogisticRegression(**setting, random_state=seed).fit(_csr(train, bits), _labels(train))
-    return evaluate(_labels(val), model.predict_proba(_csr(val, bits))[:, 1])["log_loss"]
-
-
-def fit_segment(pdf: "pd.DataFrame", setting: Mapping[str, Any], bits: int, *, seed: int = 0,
-                global_model: tuple[np.ndarray, np.ndarray, float] | None = None) -> dict[str, Any]:
-    """Refit ``setting`` on one segment's train + validation rows and score its test rows
-    (beside the global model's ``(indices, weights, intercept)`` when given).
-
-    Returns one table row's fit columns; never raises: an exception becomes
-    ``status='failed'`` with the error."""
-    from training.model import SparseLogisticRegression
-
-    started = time.perf_counter()
-    split = pdf[SPLIT_COL]
-    fit_rows, test = pdf[split != "test"], pdf[split == "test"]
-    row: dict[str, Any] = {
-        "status": OK, "error": "", "params": json.dumps(dict(setting), sort_keys=True),
-        "n_train": int(len(fit_rows)), "n_validation": int((split == "validation").sum()), "n_test": int(len(test)),
-        "positives_train": int(fit_rows["label"].sum()),
-        "test_log_loss": math.nan, "test_auc": math.nan, "test_normalized_entropy": math.nan,
-        "test_calibration": math.nan, "global_test_log_loss": math.nan, "intercept": math.nan,
-        "raw_intercept": math.nan, "indices": np.zeros(0, np.int64), "weights": np.zeros(0, np.float64),
-        "bits": int(bits),
-    }
-    try:
-        model = SparseLogisticRegression(**setting, random_state=seed).fit(_csr(fit_rows, bits), _labels(fit_rows))
-        row.update(indices=model.indices_.astype(np.int64), weights=model.weights_.astype(np.float64),
-                   intercept=float(model.intercept_), raw_intercept=float(model.raw_intercept_))
-        if len(test):
-            X_test, y_test = _csr(test, bits), _labels(test)
-            m = evaluate(y_test, model.predict_proba(X_test)[:, 1])
-            row.update(test_log_loss=m["log_loss"], test_auc=m["auc"], test_normalized_entropy=m["normalized_entropy"],
-                       test_calibration=m["calibration"])
-            if global_model is not None:
-                g_idx, g_w, g_b = global_model
-                row_ids = np.repeat(np.arange(X_test.shape[0]), np.diff(X_test.indptr))
-                from training.artifacts import sigmoid
-
-                p = sigmoid(g_b + sparse_margin(X_test.indices, X_test.data, row_ids, X_test.shape[0], g_idx, g_w))
-                row["global_test_log_loss"] = evaluate(y_test, p)["log_loss"]
-    except Exception as exc:  # recorded and retried by the driver, never fatal to the job
-        row.update(status=FAILED, error=_error(exc), indices=np.zeros(0, np.int64), weights=np.zeros(0, np.float64),
-                   intercept=math.nan, raw_intercept=math.nan)
-    row["fit_seconds"] = time.perf_counter() - started
-    return row
-
-
 # -- the Spark passes ------------------------------------------------------------------------
 
 def _fit_schema():
@@ -220,9 +515,11 @@ def _fit_schema():
 
 
 def _table_exists(spark: "SparkSession", path: str) -> bool:
-    from feature_store import tables
-
-    return tables.table_exists(spark, path)
+    """Whether the warehouse path holds a Delta table: its log has a commit or checkpoint.
+    (The warehouse is a local directory; this check costs a directory listing, where
+    ``DeltaTable.isDeltaTable`` costs about a second of snapshot loading.)"""
+    log = Path(path) / "_delta_log"
+    return log.is_dir() and any(f.name.endswith(".json") or ".checkpoint." in f.name for f in log.iterdir())
 
 
 def read_segment_rows(spark: "SparkSession", settings: Settings, run_id: str, columns: Sequence[str] | None = None,
@@ -256,129 +553,109 @@ def merge_rows(spark: "SparkSession", settings: Settings, rows: "DataFrame", tab
      .execute())
 
 
-def _choose_settings(data: "DataFrame", pending: list[str], grid: list[dict], bits: int, seed: int,
-                     partitions: int) -> dict[str, tuple[int, float, str]]:
-    """segment -> (setting index, validation log-loss, error) from the segment x setting fan-out."""
-    import pandas as pd
+def append_new_rows(spark: "SparkSession", settings: Settings, rows: "DataFrame", *, run_id: str,
+                    txn_version: int | None, table: str = SEGMENT_TABLE) -> None:
+    """Append fit rows of segments that have no row for ``run_id`` yet, in one commit: what
+    :func:`merge_rows` does for such rows (insert), in one write job instead of a MERGE's
+    several. With ``txn_version`` (a run id other jobs may use too) the commit carries
+    Delta's idempotent-write pair (``txnAppId`` = ``ctr-segments:<run_id>``, ``txnVersion``
+    = ``txn_version``, derived by the caller from the run's rows it read): a second job of
+    the same run id that read the same rows either finds its write already done (skipped)
+    or fails with Delta's ``ConcurrentTransactionException``, so the table never gets two
+    rows of one segment. ``None``: a run id only this job writes (looking the pair up costs
+    Delta a state reconstruction, about half a second here)."""
     from pyspark.sql import functions as F
 
-    spark = data.sparkSession
-    if len(grid) == 1:
-        return {s: (0, math.nan, "") for s in pending}
-    keys = spark.createDataFrame([(s,) for s in pending], f"{SEGMENT_COL} string")
-    settings_df = spark.createDataFrame([(i,) for i in range(len(grid))], "setting_id int")
-    rows = (data.filter(F.col(SPLIT_COL) != "test").join(F.broadcast(keys), SEGMENT_COL)
-            .crossJoin(F.broadcast(settings_df)))
+    path = settings.table_path(table)
+    if not _table_exists(spark, path):
+        spark.createDataFrame([], TABLE_DDL).write.format("delta").mode("ignore").save(path)
+    writer = rows.withColumn("updated_at", F.current_timestamp()).select(*TABLE_COLUMNS).write.format("delta")
+    if txn_version is not None:
+        writer = writer.option("txnAppId", f"ctr-segments:{run_id}").option("txnVersion", int(txn_version))
+    writer.mode("append").save(path)
 
-    def validate(pdf: pd.DataFrame) -> pd.DataFrame:
-        seg, sid = pdf[SEGMENT_COL].iloc[0], int(pdf["setting_id"].iloc[0])
-        try:
-            if not (pdf[SPLIT_COL] == "validation").any():
-                loss, err = math.nan, "no validation rows"
-            else:
-                loss, err = validate_segment_setting(pdf, grid[sid], bits, seed), ""
-        except Exception as exc:
-            loss, err = math.nan, _error(exc)
-        return pd.DataFrame({SEGMENT_COL: [seg], "setting_id": [sid], "val_log_loss": [loss], "error": [err]})
 
-    out = (rows.repartition(partitions, SEGMENT_COL, "setting_id").groupBy(SEGMENT_COL, "setting_id")
-           .applyInPandas(validate, f"{SEGMENT_COL} string, setting_id int, val_log_loss double, error string")
-           .collect())
-    by_segment: dict[str, list] = {}
-    for r in out:
-        by_segment.setdefault(r[SEGMENT_COL], []).append(r)
-    chosen = {}
-    for seg in pending:
-        trials = by_segment.get(seg, [])
-        ok = [r for r in trials if r["val_log_loss"] is not None and math.isfinite(r["val_log_loss"])]
-        if ok:
-            best = min(ok, key=lambda r: (r["val_log_loss"], r["setting_id"]))
-            chosen[seg] = (int(best["setting_id"]), float(best["val_log_loss"]), "")
-        elif trials and all(r["error"] == "no validation rows" for r in trials):
-            chosen[seg] = (0, math.nan, "")  # nothing to choose on: the first setting
+def _arrow_batch(rows: list[dict[str, Any]], schema: "pa.Schema") -> "pa.RecordBatch":
+    import pyarrow as pa
+
+    columns = []
+    for f in schema:
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+            cells = [np.asarray(r[f.name]) for r in rows]
+            offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+            np.cumsum([c.size for c in cells], out=offsets[1:])
+            flat = np.concatenate(cells) if cells else np.zeros(0)
+            columns.append(pa.ListArray.from_arrays(pa.array(offsets),
+                                                    pa.array(flat.astype(f.type.value_type.to_pandas_dtype()))))
         else:
-            errors = sorted({r["error"] for r in trials if r["error"]}) or ["no settings evaluated"]
-            chosen[seg] = (-1, math.nan, "validation failed for every setting: " + " | ".join(errors)[:1900])
-    return chosen
+            columns.append(pa.array([r[f.name] for r in rows], type=f.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _fit_pass(data: "DataFrame", pending: list[str], grid: list[dict], *, run_id: str, bits: int, seed: int,
-              partitions: int, global_model: SparseWeights, fingerprint: str, delta_version: int) -> "DataFrame":
-    """One pass over ``pending`` segments: fan-out selection, then refit + test, as table rows."""
-    import pandas as pd
+def _fit_pass(data: "DataFrame", grid: list[dict], *, keys: Sequence[str], exclude: bool, run_id: str, bits: int,
+              seed: int, tasks: int, global_model: SparseWeights, fingerprint: str, delta_version: int,
+              min_rows: int, min_positives: int) -> "DataFrame":
+    """One pass as table rows: the segments of ``data`` other than ``keys`` (``exclude``) or
+    exactly ``keys``, packed into ``tasks`` buckets by a hash of the segment key; the rows are
+    shuffled so that partition ``b`` holds bucket ``b`` (``repartitionById``), and one
+    ``mapInArrow`` task per bucket runs :func:`fit_segment_rows` over its segments: the
+    fallback decision, setting choice, refit and test of each, one after the other."""
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_schema
 
     spark = data.sparkSession
-    chosen = _choose_settings(data, pending, grid, bits, seed, partitions)
-    choice = spark.createDataFrame(
-        [(s, sid, loss, err) for s, (sid, loss, err) in chosen.items()],
-        f"{SEGMENT_COL} string, setting_id int, val_log_loss double, choice_error string")
     g = (global_model.indices_, global_model.weights_, global_model.intercept_)
-    meta = json.dumps({"engine": "sklearn"})
+    schema = _fit_schema()
+    arrow_schema = to_arrow_schema(schema)
+    extra = {"run_id": run_id, "attempts": 1, "fingerprint": fingerprint, "delta_version": int(delta_version),
+             "meta": json.dumps({"engine": "sklearn"})}
 
-    def refit(pdf: pd.DataFrame) -> pd.DataFrame:
-        seg = pdf[SEGMENT_COL].iloc[0]
-        sid, loss, err = int(pdf["setting_id"].iloc[0]), pdf["val_log_loss"].iloc[0], pdf["choice_error"].iloc[0]
-        if sid < 0:  # every setting failed on validation: nothing to refit
-            row = fit_segment(pdf.iloc[:0], grid[0], bits, seed=seed)
-            row.update(status=FAILED, error=err, n_train=int((pdf[SPLIT_COL] != "test").sum()),
-                       n_validation=int((pdf[SPLIT_COL] == "validation").sum()),
-                       n_test=int((pdf[SPLIT_COL] == "test").sum()),
-                       positives_train=int(pdf.loc[pdf[SPLIT_COL] != "test", "label"].sum()))
-        else:
-            row = fit_segment(pdf, grid[sid], bits, seed=seed, global_model=g)
-        row.update(run_id=run_id, segment=seg, attempts=1, val_log_loss=float(loss), fingerprint=fingerprint,
-                   delta_version=int(delta_version), meta=meta)
-        return pd.DataFrame([{c: row[c] for c in _FIT_COLUMNS}])
+    def fit_bucket(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    rows = data.join(F.broadcast(choice), SEGMENT_COL)
-    return (rows.repartition(partitions, SEGMENT_COL).groupBy(SEGMENT_COL)
-            .applyInPandas(refit, _fit_schema()))
+        received = list(batches)
+        table = pa.Table.from_batches(received) if received else None
+        if table is None or not table.num_rows:  # an empty bucket
+            return
+        if pc.any(pc.equal(table.column(SEGMENT_COL), GLOBAL_KEY)).as_py():
+            raise ValueError(f"segment value {GLOBAL_KEY!r} {_RESERVED}")
+        try:
+            parts = [rows_from_arrow(table)]
+        except Exception:  # a problem the array build does not isolate: build segment by segment
+            parts = []
+            for key in pc.unique(table.column(SEGMENT_COL)).to_pylist():
+                try:
+                    parts.append(rows_from_arrow(table.filter(pc.equal(table.column(SEGMENT_COL), key))))
+                except Exception as exc:
+                    yield _arrow_batch([{**extra, **_failed_row(exc, bits), "segment": key,
+                                         "val_log_loss": math.nan}], arrow_schema)
+        out = [{**extra, **row} for rows in parts
+               for row in fit_segment_rows(rows, grid, bits, seed=seed, global_model=g, min_rows=min_rows,
+                                           min_positives=min_positives)]
+        for i in range(0, len(out), 256):  # list offsets are int32: keep batches modest
+            yield _arrow_batch(out[i:i + 256], arrow_schema)
 
-
-def _fallback_rows(spark: "SparkSession", stats: Mapping[str, Mapping[str, int]], segments: list[str], *,
-                   run_id: str, bits: int, fingerprint: str, delta_version: int, reason: Mapping[str, str]):
-    rows = []
-    for s in segments:
-        st = stats[s]
-        rows.append({
-            "run_id": run_id, "segment": s, "status": FALLBACK, "attempts": 0, "error": reason[s], "params": "",
-            "n_train": st["train"] + st["validation"], "n_validation": st["validation"], "n_test": st["test"],
-            "positives_train": st["pos_train"] + st["pos_validation"], "val_log_loss": None, "test_log_loss": None,
-            "test_auc": None, "test_normalized_entropy": None, "test_calibration": None,
-            "global_test_log_loss": None, "intercept": None, "raw_intercept": None, "indices": [], "weights": [],
-            "fit_seconds": 0.0, "bits": int(bits), "fingerprint": fingerprint, "delta_version": int(delta_version),
-            "meta": "",
-        })
-    return spark.createDataFrame(rows, _fit_schema())
+    rows = data.select(SEGMENT_COL, SPLIT_COL, "label", "indices", "values").filter(F.col(SEGMENT_COL).isNotNull())
+    if keys or not exclude:
+        key_df = spark.createDataFrame([(k,) for k in keys], f"{SEGMENT_COL} string")
+        rows = rows.join(F.broadcast(key_df), SEGMENT_COL, "left_anti" if exclude else "inner")
+    return (rows.repartitionById(tasks, F.expr(f"pmod(hash({SEGMENT_COL}), {int(tasks)})"))
+            .mapInArrow(fit_bucket, schema))
 
 
 @dataclass
 class SegmentFitReport:
     run_id: str
-    eligible: int  # segments with training rows
+    eligible: int  # segments with training rows (done before + recorded by this job)
     skipped: int  # already completed for this run id
     fitted: int  # segment models fitted (ok) in this job
     fallback: int  # newly recorded fallbacks
     failed: list[str] = field(default_factory=list)  # still failed after the retries
     passes: int = 0
-    attempts: int = 0  # segment tasks run (first tries + retries)
+    attempts: int = 0  # segment fits run (first tries + retries)
     seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)  # statistics / fits / table writes
-
-
-def segment_stats(data: "DataFrame") -> dict[str, dict[str, int]]:
-    """segment -> rows and clicks per split (one aggregation job)."""
-    from pyspark.sql import functions as F
-
-    out: dict[str, dict[str, int]] = {}
-    for r in (data.filter(F.col(SEGMENT_COL).isNotNull()).groupBy(SEGMENT_COL, SPLIT_COL)
-              .agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos")).collect()):
-        st = out.setdefault(r[SEGMENT_COL], {k: 0 for k in ("train", "validation", "test", "pos_train",
-                                                             "pos_validation", "pos_test")})
-        st[r[SPLIT_COL]] = int(r["n"])
-        st[f"pos_{r[SPLIT_COL]}"] = int(r["pos"] or 0)
-    return out
+    phases: dict[str, float] = field(default_factory=dict)  # statistics / fits / writes / fit_cpu
 
 
 def fit_segments(
@@ -397,67 +674,90 @@ def fit_segments(
     delta_version: int = -1,
     seed: int = 0,
     table: str = SEGMENT_TABLE,
+    fresh_run: bool = False,
 ) -> SegmentFitReport:
-    """Fit the missing segment models of ``run_id`` and record them (steps 3-6 of the module
+    """Fit the missing segment models of ``run_id`` and record them (steps 3-4 of the module
     docstring). ``data``: featurized rows with ``_segment`` (string), ``_split``
     (train/validation/test), ``label``, ``indices``, ``values``; ``global_model`` is scored
-    beside each segment model on its test rows. ``partitions``: segment groups are spread
-    over this many tasks (default: twice Spark's default parallelism)."""
+    beside each segment model on its test rows.
+
+    ``partitions``: the segments are packed into this many buckets (a hash of the segment
+    key), one Spark task each, which decides, fits and tests its segments one after the
+    other (default: Spark's default parallelism; retries: at most one bucket per failed
+    segment). Many segments per task is what makes the fan-out pay: a task per segment costs
+    scheduling and Arrow/pandas conversions of the order of the fit itself (about 15 ms),
+    and each task still costs about 0.15 s to start here, so few tasks beat many
+    (``benchmarks/bench_segments.py --partitions``).
+
+    The first pass covers every segment of ``data`` not completed for the run; its rows go
+    to the table in one append when no segment of the run has a (failed) row to replace,
+    else in one MERGE; failed segments are retried in further passes (MERGE).
+
+    ``fresh_run=True``: the caller has just made ``run_id`` up (``ctr train`` without
+    ``--run-id``), so no job has written segment rows for it and none will but this one: the
+    table is not read first, and the first pass is one Spark job that fits and appends
+    (no idempotent-write pair, see :func:`append_new_rows`).
+
+    ``phases`` of the report: ``statistics`` (reading the run's rows from the table),
+    ``fits`` (the fitting jobs; with ``fresh_run`` the first one appends too), ``writes``
+    (the other table writes), and ``fit_cpu``, the sum over segments of their refit
+    seconds inside the tasks."""
+    from pyspark import StorageLevel
+
     started = time.perf_counter()
     grid = [normalize_setting(s) for s in (grid or [{}])]
     bits = int(global_model.bits_)
-    stats = segment_stats(data)
-    stats_seconds = time.perf_counter() - started
-    if GLOBAL_KEY in stats:
-        raise ValueError(f"segment value {GLOBAL_KEY!r} is reserved for the global model")
-    eligible = sorted(s for s, st in stats.items() if st["train"] > 0)
-    done = {r["segment"] for r in read_segment_rows(spark, settings, run_id, ["segment", "status"], table)
-            if r["status"] in DONE} & set(eligible)
-    todo = [s for s in eligible if s not in done]
-    reason: dict[str, str] = {}
-    for s in todo:
-        st = stats[s]
-        if st["train"] < min_rows:
-            reason[s] = f"{st['train']} training rows < min_rows {min_rows}"
-        elif st["pos_train"] < min_positives:
-            reason[s] = f"{st['pos_train']} training clicks < min_positives {min_positives}"
-        elif st["pos_train"] == st["train"]:
-            reason[s] = "no training non-clicks"
-    fallback = [s for s in todo if s in reason]
-    pending = [s for s in todo if s not in reason]
-    report = SegmentFitReport(run_id=run_id, eligible=len(eligible), skipped=len(done), fitted=0,
-                              fallback=len(fallback), phases={"statistics": stats_seconds, "fits": 0.0, "writes": 0.0})
-    parts = partitions or 2 * spark.sparkContext.defaultParallelism
-    common = dict(run_id=run_id, bits=bits, fingerprint=fingerprint, delta_version=delta_version)
-    pending_fallback = _fallback_rows(spark, stats, fallback, reason=reason, **common) if fallback else None
-    while pending or pending_fallback is not None:
-        if report.passes > max_retries:
-            break
-        results = None
-        if pending:
-            results = _fit_pass(data, pending, grid, seed=seed, partitions=max(1, min(parts, len(pending))),
-                                global_model=global_model, **common)
-        if pending_fallback is not None:
-            results = pending_fallback if results is None else results.unionByName(pending_fallback)
-            pending_fallback = None
-        from pyspark import StorageLevel
-
+    # the run's rows as this job knows them: segment -> (status, attempts), kept up to date below
+    recorded = {} if fresh_run else {
+        r["segment"]: (r["status"], int(r["attempts"] or 0))
+        for r in read_segment_rows(spark, settings, run_id, ["segment", "status", "attempts"], table)}
+    done = sorted(s for s, (status, _) in recorded.items() if status in DONE and s != GLOBAL_KEY)
+    report = SegmentFitReport(run_id=run_id, eligible=len(done), skipped=len(done), fitted=0, fallback=0,
+                              phases={"statistics": time.perf_counter() - started, "fits": 0.0, "writes": 0.0,
+                                      "fit_cpu": 0.0})
+    parts = max(1, partitions or spark.sparkContext.defaultParallelism)
+    common = dict(run_id=run_id, bits=bits, seed=seed, global_model=global_model, fingerprint=fingerprint,
+                  delta_version=delta_version, min_rows=min_rows, min_positives=min_positives)
+    retry: list[str] = []
+    while report.passes <= max_retries and (report.passes == 0 or retry):
+        if report.passes == 0:  # every segment not completed yet
+            results = _fit_pass(data, grid, keys=done, exclude=True, tasks=parts, **common)
+        else:
+            results = _fit_pass(data, grid, keys=retry, exclude=False, tasks=min(parts, len(retry)), **common)
         results = results.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             t0 = time.perf_counter()
-            statuses = results.select("segment", "status").collect()  # runs the fits once
+            try:
+                if fresh_run and report.passes == 0:  # nothing of the run recorded: fit and append, one job
+                    append_new_rows(spark, settings, results, run_id=run_id, table=table, txn_version=None)
+                statuses = results.select("segment", "status", "attempts", "fit_seconds").collect()
+            except Exception as exc:
+                if _RESERVED in str(exc):  # raised by a task: a data problem, not a Spark one
+                    raise ValueError(f"segment value {GLOBAL_KEY!r} {_RESERVED}") from None
+                raise
             t1 = time.perf_counter()
-            merge_rows(spark, settings, results, table)
+            if not statuses or (fresh_run and report.passes == 0):
+                pass  # nothing to record, or recorded already
+            elif any(r["segment"] in recorded for r in statuses):  # (failed) rows to replace
+                merge_rows(spark, settings, results, table)
+            else:  # only new rows: the MERGE's inserts, as one append
+                append_new_rows(spark, settings, results, run_id=run_id, table=table,
+                                txn_version=len(recorded) + sum(a for _, a in recorded.values()))
             report.phases["fits"] += t1 - t0
             report.phases["writes"] += time.perf_counter() - t1
+            report.phases["fit_cpu"] += sum(r["fit_seconds"] or 0.0 for r in statuses)
         finally:
             results.unpersist()
+        for r in statuses:
+            recorded[r["segment"]] = (r["status"], recorded.get(r["segment"], ("", 0))[1] + r["attempts"])
+        if report.passes == 0:
+            report.eligible += len(statuses)
         report.passes += 1
-        report.attempts += len(pending)
-        ok_now = {r["segment"] for r in statuses if r["status"] == OK}
-        report.fitted += len(ok_now & set(pending))
-        pending = sorted({r["segment"] for r in statuses if r["status"] == FAILED})
-    report.failed = pending
+        report.attempts += sum(r["status"] != FALLBACK for r in statuses)
+        report.fitted += sum(r["status"] == OK for r in statuses)
+        report.fallback += sum(r["status"] == FALLBACK for r in statuses)
+        retry = sorted(r["segment"] for r in statuses if r["status"] == FAILED)
+    report.failed = retry
     report.seconds = time.perf_counter() - started
     return report
 
@@ -795,6 +1095,7 @@ def train_segments_from_warehouse(
 
     spec = load_spec(spec)
     grid = [normalize_setting(s) for s in (grid or [{}])]
+    fresh_run = run_id is None  # a run id made up here: nothing recorded for it, nobody else writes it
     run_id = run_id or uuid.uuid4().hex
     seconds: dict[str, float] = {}
 
@@ -807,7 +1108,7 @@ def train_segments_from_warehouse(
             delta_version=-1, already_registered=True)
 
     # A resumed run reads the data it started on.
-    recorded = read_segment_rows(spark, settings, run_id, None)
+    recorded = [] if fresh_run else read_segment_rows(spark, settings, run_id, None)
     global_row = next((r for r in recorded if r["segment"] == GLOBAL_KEY and r["status"] == OK), None)
     run_meta = {"segment_column": segment_column, "windows": windows.reference(), "table": table}
     if global_row is not None:
@@ -870,7 +1171,7 @@ def train_segments_from_warehouse(
         report = fit_segments(spark, settings, data, run_id=run_id, global_model=global_model, grid=grid,
                               min_rows=min_rows, min_positives=min_positives, max_retries=max_retries,
                               partitions=partitions, fingerprint=spec.fingerprint, delta_version=delta_version,
-                              seed=seed)
+                              seed=seed, fresh_run=fresh_run)
         seconds["segments"] = time.perf_counter() - t0
         if not register:
             return SegmentTrainResult(
