@@ -51,7 +51,7 @@ log = logging.getLogger("ctr.serving.predlog")
 
 DEFAULT_CAPACITY = 200_000
 DEFAULT_FLUSH_INTERVAL = 0.5
-YIELD_EVERY = 256  # records serialised between GIL hand-backs
+YIELD_EVERY = 64  # records serialised between GIL hand-backs
 
 
 def hour_path(root: Path, ts: float) -> Path:
