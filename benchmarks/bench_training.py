@@ -28,6 +28,21 @@ with/without-crosses comparison on the same generator). By default the first var
 searches and the others reuse its best setting as a fixed, single full fit (same
 hyperparameters, so the comparison is about the features); ``--params '{"C": 0.3, ...}'``
 fixes the setting for every variant instead (no search at all).
+
+Measured 2026-11-21 (local[2], ``--params '{"C": 0.1, "penalty": "l2", "downsample_rate": 0.25}'``;
+load 2-4, the 5M run at nice 5 beside other work):
+
+| train rows | variant | test log-loss | best possible | constant | AUC | window->version s | fit rows/s |
+|---|---|---|---|---|---|---|---|
+| 995,015 (4 x 250k) | crosses | 0.07034 | 0.06756 | 0.07713 | 0.7528 | 78.5 | 61,892 |
+| 995,015 | no crosses | 0.07104 | 0.06756 | 0.07713 | 0.7419 | 59.0 | 75,111 |
+| 995,015 | MLlib, crosses | 0.07037 | 0.06756 | 0.07713 | 0.7524 | 184.3 | 9,069 |
+| 4,975,296 (5 x 1M) | crosses | 0.06621 | 0.06444 | 0.07302 | 0.7596 | 364.4 | 52,237 |
+| 4,975,296 | no crosses | 0.06697 | 0.06444 | 0.07302 | 0.7477 | 266.4 | 94,529 |
+
+(``--train-rows 1000000 --train-days 4 --mllib`` and ``--train-rows 5000000 --train-days 5
+--driver-memory 10g``.) The crosses close 20% (1M) and 30% (5M) of the no-cross model's gap
+to the best possible; the gap with crosses shrinks from 0.00277 to 0.00178 nats.
 """
 
 from __future__ import annotations
