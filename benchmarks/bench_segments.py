@@ -38,6 +38,7 @@ all 1,000 segments, medians of 3 (models/s; speed-up = Spark / the other):
 
     load avg   Spark (4 tasks)   bare loop      collect + loop   sequential job
     4.6 - 5.4    98.1            188.3 (0.52x)  149.2 (0.66x)     79.6 (1.23x)
+    1.6 - 2.3   192.7            253.2 (0.76x)  218.1 (0.88x)    129.0 (1.49x)   (final code)
 
 Same command earlier, quieter machine (load 1.7 - 2.6, before the default went from 8 tasks
 to 4): Spark 229.8, bare loop 429.7 (0.53x), sequential job 225.5 (1.02x); with
