@@ -174,6 +174,10 @@ class ModelInfo(BaseModel):
     loaded_at: str
     model_dir: str
     input_fields: list[str]
+    segment_column: str | None = Field(
+        None, description="For a per-segment bundle: the raw field whose value picks the segment model "
+                          "(records without one are scored by the global model); null otherwise.")
+    n_segments: int | None = Field(None, description="Segment models in the bundle (null: not a bundle).")
     poll_seconds: float | None = Field(description="Alias poll interval (null: not polling).")
     last_error: str | None = Field(description="The last failed load or alias lookup, if the latest attempt failed.")
 

@@ -71,6 +71,9 @@ class Scorer:
     #: The aggregate-feature snapshot trained with the model (None when the spec uses none):
     #: its values replace whatever the request carries for those columns.
     aggregates: AggregateSnapshot | None = field(repr=False, default=None)
+    #: A per-segment bundle (``ctr train --per-segment``): records whose segment column has a
+    #: segment model are scored by it, the others by the global model (the dense weights).
+    segments: Any = field(repr=False, default=None)  # training.segments.SegmentBundle | None
 
     def entries(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Feature entries of ``records``: (indices, values or None when all are 1.0, row of
@@ -110,6 +113,11 @@ class Scorer:
         if not records:
             return []
         idx, vals, rows = self.entries(records)
+        if self.segments is not None:
+            bundle = self.segments
+            positions = bundle.positions([_segment_key(rec.get(bundle.segment_column)) for rec in records])
+            z = bundle.margins(positions, idx, np.ones(len(idx)) if vals is None else vals, rows)
+            return _sigmoid(z).tolist()
         w = self.dense_weights[idx].astype(np.float64)
         if vals is not None:
             w *= vals
@@ -131,7 +139,19 @@ class Scorer:
             "loaded_at": self.loaded_at.isoformat(timespec="milliseconds"),
             "model_dir": self.model_dir,
             "input_fields": list(self.spec.input_columns),
+            "segment_column": self.segments.segment_column if self.segments is not None else None,
+            "n_segments": int(self.segments.keys.size) if self.segments is not None else None,
         }
+
+
+def _segment_key(value: Any) -> str | None:
+    """A record's segment key as training wrote it (the warehouse column cast to string):
+    strings as they are, integers in decimal; anything else has no segment model."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -141,7 +161,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = None,
                        model_name: str | None = None, source: str = "directory",
-                       location: str | None = None) -> Scorer:
+                       location: str | None = None, segments: Any = None) -> Scorer:
     """Check a verified model's spec against its fingerprint and build the scorer."""
     try:
         spec = FeatureSpec.from_toml(model.spec_text, source=str(model.spec_path))
@@ -165,7 +185,7 @@ def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = 
         n_nonzero=int(model.indices.size), created_at=model.metadata.get("created_at"),
         loaded_at=datetime.now(timezone.utc), model_dir=location or str(model.path),
         accepted_fields=frozenset(spec.input_columns) | frozenset(RAW_FIELD_NAMES),
-        aggregates=model.aggregate_snapshot(),
+        aggregates=model.aggregate_snapshot(), segments=segments,
     )
 
 
@@ -183,12 +203,21 @@ def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str
         raise ModelLoadError(reason, str(exc)) from None
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError("bad_model_dir", f"{model_dir}: {type(exc).__name__}: {exc}") from None
-    unknown = sorted(set(model.checksums) - set(MODEL_FILES) - {AGGREGATES_FILE})
+    from training.segments import SEGMENTS_FILE, SEGMENTS_META, load_bundle
+
+    unknown = sorted(set(model.checksums) - set(MODEL_FILES) - {AGGREGATES_FILE, SEGMENTS_FILE, SEGMENTS_META})
     if unknown:  # a file this server cannot apply: scoring without it would be silently wrong
         raise ModelLoadError("unsupported_model_files",
                              f"{model_dir}: this server does not know how to apply {', '.join(unknown)}; "
-                             f"it serves models made of {', '.join(MODEL_FILES)} (+ {AGGREGATES_FILE}) only")
+                             f"it serves models made of {', '.join(MODEL_FILES)} (+ {AGGREGATES_FILE}, "
+                             f"{SEGMENTS_FILE} + {SEGMENTS_META}) only")
+    segments = None
+    if SEGMENTS_FILE in model.checksums or SEGMENTS_META in model.checksums:
+        try:
+            segments = load_bundle(model_dir)
+        except ModelDirError as exc:
+            raise ModelLoadError("bad_model_dir", str(exc)) from None
     if version is None:
         version = "dir:" + model.checksums["weights.npz"][:12]
     return scorer_from_loaded(model, version=version, alias=alias, model_name=model_name, source=source,
-                              location=location)
+                              location=location, segments=segments)

@@ -94,6 +94,22 @@ def test_segments_fallback_resume_without_refits_and_bundle(spark, tmp_path_fact
     assert bundle.score("adv-a", row.indices, row.data) == pytest.approx(1 / (1 + np.exp(-z)), rel=1e-9)
     assert p[a] == pytest.approx(1 / (1 + np.exp(-z)), rel=1e-9)
 
+    # The bidder serves the bundle over HTTP: each record scored by its advertiser's model
+    # (the global one for the tiny advertiser), as bundle.score_batch scored it offline.
+    from serving.server import ServeOptions
+    from test_serving_support import Served
+
+    keep = set(spec.input_columns) | {"advertiser_id"}
+    picked = sorted(set(tiny[:3]) | {a} | set(range(min(40, test.num_rows))))
+    records = [{k: v for k, v in row.items() if k in keep} for row in test.take(picked).to_pylist()]
+    with Served(settings, ServeOptions(model_dir=bundle_dir, prediction_log=False)) as srv:
+        info = srv.client.get("/v1/model").json()
+        assert info["segment_column"] == "advertiser_id" and info["n_segments"] == 4
+        r = srv.client.post("/v1/score", json={"records": [{"fields": f} for f in records]})
+        assert r.status_code == 200, r.text
+        got = [x["ctr"] for x in r.json()["predictions"]]
+    assert got == pytest.approx(p[picked].tolist(), rel=1e-9)
+
     # The segment files are under the directory's checksums.
     npz = bundle_dir / "segments.npz"
     data = bytearray(npz.read_bytes())
