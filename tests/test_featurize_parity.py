@@ -288,4 +288,6 @@ def test_record_entries_sum_to_the_record_vector(records):
         want_i, want_v = fz.transform_record(record)
         got = {i: v for i, v in summed.items() if np.float32(v) != 0}
         assert sorted(got) == want_i.tolist()
-        assert np.allclose([got[i] for i in want_i.tolist()], want_v, rtol=1e-6, atol=0)
+        # compared as float32, the vector's precision (a float32 subnormal such as 1e-40 has
+        # no 1e-6 relative precision to compare in float64)
+        assert np.allclose(np.array([got[i] for i in want_i.tolist()], dtype=np.float32), want_v, rtol=1e-6, atol=0)
