@@ -1034,6 +1034,51 @@ class TruthArrays:
         return z
 
 
+# ------------------------------------------------------------------- one hour's draws
+
+@dataclasses.dataclass
+class HourDraws:
+    """The random draws of one generated hour, in the one order :func:`generate_logs` and
+    :func:`generate_frame` both take them (so the files and the frame agree). ``rng`` is
+    left after the click draw: the click delays come next from it."""
+
+    hour_ms: int
+    hour_dt: datetime
+    abs_hour: int
+    drifted: bool
+    d: Draws
+    t_ms: np.ndarray
+    ids: list[str]
+    req_ids: list[str]
+    p: np.ndarray  # true click probability
+    fault_u: np.ndarray  # uniforms deciding each line's fault
+    dup_u: np.ndarray  # ... whether it is duplicated
+    dup_later_u: np.ndarray  # ... whether the duplicate lands in a later hour
+    dup_delay: np.ndarray  # ... how many hours later
+    clicked: np.ndarray  # bool: the Bernoulli(p) click draw
+    rng: np.random.Generator
+
+
+def _draw_hour(cfg: GeneratorConfig, world: World, arrays: dict[bool, "TruthArrays"], drift_date,
+               start: datetime, hi: int, n: int) -> HourDraws:
+    hour_dt = start + timedelta(hours=hi)
+    hour_ms = int(start.timestamp() * 1000) + hi * HOUR_MS
+    drifted = drift_date is not None and hour_dt.date() >= drift_date
+    abs_hour = hour_ms // HOUR_MS  # streams keyed by absolute time: adjacent ranges never repeat ids
+    rng = np.random.default_rng([cfg.seed, 2, abs_hour])
+    d = draw_impressions(world, rng, n, hour_dt.hour)
+    t_ms = hour_ms + np.sort(rng.integers(0, HOUR_MS, size=n))
+    ids = _hexes(rng, n, 16)
+    req_ids = _hexes(rng, n, 20)
+    z = arrays[drifted].logit(d, hour_dt.hour, hour_dt.weekday())
+    p = 1.0 / (1.0 + np.exp(-z))
+    fault_u, dup_u, dup_later_u = rng.random(n), rng.random(n), rng.random(n)
+    dup_delay = rng.integers(1, 4, size=n)
+    clicked = rng.random(n) < p
+    return HourDraws(hour_ms, hour_dt, abs_hour, drifted, d, t_ms, ids, req_ids, p, fault_u, dup_u,
+                     dup_later_u, dup_delay, clicked, rng)
+
+
 # ------------------------------------------------------------------- in process, without files
 
 def _entity_columns(world: World) -> dict[str, tuple[str, Any]]:
@@ -1094,7 +1139,6 @@ def generate_frame(config: GeneratorConfig, world: World | None = None,
     drift_date = model.drift.date if model.drift else None
     columns = _entity_columns(world)
     start = datetime(cfg.start_date.year, cfg.start_date.month, cfg.start_date.day, tzinfo=timezone.utc)
-    start_ms = int(start.timestamp() * 1000)
     counts = np.concatenate([_hour_counts(cfg, world, day) for day in range(cfg.days)])
     dtypes = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(),
               "array<string>": pa.list_(pa.string())}
@@ -1103,23 +1147,12 @@ def generate_frame(config: GeneratorConfig, world: World | None = None,
                        + [("p_true", pa.float64()), ("clicked", pa.bool_())])
     parts = []
     for hi in range(cfg.days * 24):
-        hour_ms = start_ms + hi * HOUR_MS
-        hour_dt = start + timedelta(hours=hi)
-        drifted = drift_date is not None and hour_dt.date() >= drift_date
         n = int(counts[hi])
-        # the draws of generate_logs, in its order
-        rng = np.random.default_rng([cfg.seed, 2, hour_ms // HOUR_MS])
-        d = draw_impressions(world, rng, n, hour_dt.hour)
-        t_ms = hour_ms + np.sort(rng.integers(0, HOUR_MS, size=n))
-        ids = _hexes(rng, n, 16)
-        _hexes(rng, n, 20)  # bid request ids
-        z = arrays[drifted].logit(d, hour_dt.hour, hour_dt.weekday())
-        p = 1.0 / (1.0 + np.exp(-z))
-        rng.random(n), rng.random(n), rng.random(n), rng.integers(1, 4, size=n)  # faults, duplicates
-        clicked = rng.random(n) < p
+        h = _draw_hour(cfg, world, arrays, drift_date, start, hi, n)
+        d, hour_dt = h.d, h.hour_dt
         index = {"site": d.site, "placement": d.placement, "user": d.user, "creative": d.creative}
-        cols: dict[str, Any] = {"impression_id": pa.array(ids, pa.string()),
-                                "event_time": pa.array(t_ms, pa.timestamp("ms", tz="UTC"))}
+        cols: dict[str, Any] = {"impression_id": pa.array(h.ids, pa.string()),
+                                "event_time": pa.array(h.t_ms, pa.timestamp("ms", tz="UTC"))}
         for f in RAW_FIELDS:
             if f.name in columns:
                 kind, arr = columns[f.name]
@@ -1128,8 +1161,8 @@ def generate_frame(config: GeneratorConfig, world: World | None = None,
         cols["connection_type"] = pa.array(d.conn, pa.int64())
         cols["hour_of_day"] = pa.array(np.full(n, hour_dt.hour), pa.int64())
         cols["day_of_week"] = pa.array(np.full(n, hour_dt.weekday()), pa.int64())
-        cols["p_true"] = pa.array(p, pa.float64())
-        cols["clicked"] = pa.array(clicked, pa.bool_())
+        cols["p_true"] = pa.array(h.p, pa.float64())
+        cols["clicked"] = pa.array(h.clicked, pa.bool_())
         parts.append(pa.table([cols[name] for name in schema.names], schema=schema))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
@@ -1357,28 +1390,20 @@ def generate_logs(config: GeneratorConfig, out_dir: str | Path, *, overwrite: bo
     bar = tqdm(total=n_hours, unit="h", desc="generate", disable=(None if progress is None else not progress),
                leave=False)
     for hi in range(n_hours):
-        hour_ms = start_ms + hi * HOUR_MS
-        hour_dt = start + timedelta(hours=hi)
-        drifted = drift_date is not None and hour_dt.date() >= drift_date
         n = int(counts[hi])
-        abs_hour = hour_ms // HOUR_MS  # streams keyed by absolute time: adjacent ranges never repeat ids
-        rng = np.random.default_rng([cfg.seed, 2, abs_hour])
-        d = draw_impressions(world, rng, n, hour_dt.hour)
-        t_ms = hour_ms + np.sort(rng.integers(0, HOUR_MS, size=n))
-        ids = _hexes(rng, n, 16)
-        req_ids = _hexes(rng, n, 20)
+        h = _draw_hour(cfg, world, arrays, drift_date, start, hi, n)
+        hour_ms, abs_hour, d, t_ms, ids, req_ids, p, rng = (h.hour_ms, h.abs_hour, h.d, h.t_ms, h.ids,
+                                                              h.req_ids, h.p, h.rng)
         ts = _iso_ms(t_ms)
-        z = arrays[drifted].logit(d, hour_dt.hour, hour_dt.weekday())
-        p = 1.0 / (1.0 + np.exp(-z))
-        p_sum[drifted] += float(p.sum())
-        p_n[drifted] += n
+        p_sum[h.drifted] += float(p.sum())
+        p_n[h.drifted] += n
 
         # faults and duplicates, one draw per impression
-        fault = np.searchsorted(fault_cum, rng.random(n), side="right")  # len(FAULT_KINDS) = clean
+        fault = np.searchsorted(fault_cum, h.fault_u, side="right")  # len(FAULT_KINDS) = clean
         clean = fault == len(FAULT_KINDS)
-        dup = clean & (rng.random(n) < cfg.duplicate_rate)
-        dup_later = rng.random(n) < cfg.duplicate_later_hour_share
-        dup_delay = rng.integers(1, 4, size=n)
+        dup = clean & (h.dup_u < cfg.duplicate_rate)
+        dup_later = h.dup_later_u < cfg.duplicate_later_hour_share
+        dup_delay = h.dup_delay
         fault_rng = np.random.default_rng([cfg.seed, 6, abs_hour])
 
         kind_of_site = world.site_kind[d.site] > 0
@@ -1437,7 +1462,7 @@ def generate_logs(config: GeneratorConfig, out_dir: str | Path, *, overwrite: bo
         files["truth"] += 1
 
         # clicks: Bernoulli(p_true), heavy-tailed delays
-        clicked = np.flatnonzero(rng.random(n) < p)
+        clicked = np.flatnonzero(h.clicked)
         k = len(clicked)
         late = rng.random(k) < cfg.late_click_share
         mu = np.where(late, math.log(cfg.late_click_median_s), math.log(cfg.click_delay_median_s))

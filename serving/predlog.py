@@ -139,13 +139,15 @@ class PredictionLog:
                         return
 
     def _write(self, batch: list) -> None:
-        by_file: dict[Path, tuple[list[bytes], list[int]]] = {}  # lines, records in them
+        by_file: dict[Path, list[bytes]] = {}
+        records_in: dict[Path, int] = {}  # records per file (a request line holds several)
         dumps = orjson.dumps
         done = 0
         for ts, request_id, endpoint, version, ids, ctrs, fields, ad_index in batch:
             iso = _iso_ms(ts)
-            lines, count = by_file.setdefault(hour_path(self.root, ts), ([], [0]))
-            count[0] += len(ctrs)
+            path = hour_path(self.root, ts)
+            lines = by_file.setdefault(path, [])
+            records_in[path] = records_in.get(path, 0) + len(ctrs)
             if ids is None:  # a request line: ``fields`` is the raw body (JSON: a literal
                 # newline byte can only be whitespace there, so blanking it keeps the meaning)
                 lines.append(b"".join((
@@ -169,7 +171,8 @@ class PredictionLog:
                 done = 0
                 time.sleep(0)
         written = 0
-        for path, (lines, (n_records,)) in by_file.items():
+        for path, lines in by_file.items():
+            n_records = records_in[path]
             data = b"\n".join(lines) + b"\n"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

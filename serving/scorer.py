@@ -30,7 +30,7 @@ import numpy as np
 from shared.aggregates import AggregateSnapshot
 from shared.featurize import FeatureSpec, FeaturizeError, Featurizer, SpecError
 from shared.openrtb import RAW_FIELD_NAMES
-from training.artifacts import AGGREGATES_FILE, MODEL_FILES, LoadedModel, ModelDirError, load_model_dir
+from training.artifacts import AGGREGATES_FILE, MODEL_FILES, LoadedModel, ModelDirError, load_model_dir, sigmoid
 
 
 class ModelLoadError(Exception):
@@ -88,7 +88,7 @@ class Scorer:
             records = [self.aggregates.enrich(rec) for rec in records]
         entries = self.featurizer.record_entries
         idx: list[int] = []
-        vals: list[float] | None = None
+        vals: list[float] = []  # stays empty when the spec has no raw-valued field (then every value is 1.0)
         lengths: list[int] = []
         for i, rec in enumerate(records):
             try:
@@ -98,14 +98,9 @@ class Scorer:
             lengths.append(len(ri))
             idx += ri
             if rv is not None:
-                if vals is None:
-                    vals = [1.0] * (len(idx) - len(ri))
                 vals += rv
-            elif vals is not None:
-                vals += [1.0] * len(ri)
-        rows = np.repeat(np.arange(len(records), dtype=np.intp), lengths) if len(records) > 1 \
-            else np.zeros(len(idx), dtype=np.intp)
-        return np.array(idx, dtype=np.int32), None if vals is None else np.array(vals, dtype=np.float64), rows
+        rows = np.repeat(np.arange(len(records), dtype=np.intp), lengths)
+        return np.array(idx, dtype=np.int32), np.array(vals, dtype=np.float64) if vals else None, rows
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[float]:
         """Click probabilities of raw feature records (one or a batch: each record's
@@ -117,12 +112,12 @@ class Scorer:
             bundle = self.segments
             positions = bundle.positions([_segment_key(rec.get(bundle.segment_column)) for rec in records])
             z = bundle.margins(positions, idx, np.ones(len(idx)) if vals is None else vals, rows)
-            return _sigmoid(z).tolist()
+            return sigmoid(z).tolist()
         w = self.dense_weights[idx].astype(np.float64)
         if vals is not None:
             w *= vals
         z = np.bincount(rows, weights=w, minlength=len(records)) + self.intercept
-        return _sigmoid(z).tolist()
+        return sigmoid(z).tolist()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -152,11 +147,6 @@ def _segment_key(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-z)) without overflow for large |z|."""
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = None,
@@ -214,7 +204,7 @@ def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str
     segments = None
     if SEGMENTS_FILE in model.checksums or SEGMENTS_META in model.checksums:
         try:
-            segments = load_bundle(model_dir)
+            segments = load_bundle(model_dir, loaded=model)
         except ModelDirError as exc:
             raise ModelLoadError("bad_model_dir", str(exc)) from None
     if version is None:

@@ -57,14 +57,10 @@ RESERVED_KEYS = frozenset({
 
 
 def sigmoid(z):
-    """Numerically stable logistic function on arrays (no overflow for large |z|)."""
-    z = np.asarray(z, dtype=np.float64)
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
+    """Numerically stable logistic function on arrays (no overflow for large |z|):
+    ``exp(-log(1 + exp(-z)))`` with ``np.logaddexp``, one pass and no masks (the bidder
+    calls it for every request)."""
+    return np.exp(-np.logaddexp(0.0, np.negative(np.asarray(z, dtype=np.float64))))
 
 
 class ModelDirError(ValueError):

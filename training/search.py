@@ -20,8 +20,9 @@ matrices come from the caller's ``make_matrices(bits) -> (X_train, y_train,
 X_val, y_val)``, called once per distinct ``bits`` in the parent; they reach the
 workers as ``.npz``/``.npy`` files in a temporary directory (no pickle), loaded
 once per worker process. With Spark that directory is under the data root
-(``<home>/tmp``), which on a cluster must be storage every executor mounts. Every trial — one configuration at one rung — is an MLflow child
-run of the search's parent run, logged from the parent process.
+(``<home>/tmp``), which on a cluster must be storage every executor mounts. Every
+trial — one configuration at one rung — is an MLflow child run of the search's
+parent run, logged from the parent process.
 
 Budget: at most ``trials`` configurations; no trial is submitted after
 ``wall_seconds`` (the parent keeps at most ``n_jobs`` trials in flight, so a
@@ -423,10 +424,11 @@ def run_search(
     configure_mlflow(settings)
     experiment_id = get_or_create_experiment(settings, experiment)
     client = mlflow.MlflowClient()
+    tmp_root = None
     if spark is not None:  # executors must read the matrices: keep them under the data root
-        (Path(settings.home) / "tmp").mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="ctr-search-",
-                                    dir=str(Path(settings.home) / "tmp") if spark is not None else None))
+        tmp_root = Path(settings.home) / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="ctr-search-", dir=tmp_root))
     results: list[TrialResult] = []
     stopped = "completed"
     try:

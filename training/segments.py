@@ -893,12 +893,15 @@ def write_bundle(bundle: SegmentBundle, global_model: SparseWeights, spec: Featu
     return out_dir
 
 
-def load_bundle(path) -> SegmentBundle:
-    """Verify every checksum (global and segment files) and read a bundle directory."""
+def load_bundle(path, loaded=None) -> SegmentBundle:
+    """Verify every checksum (global and segment files) and read a bundle directory.
+    ``loaded``: the directory's :func:`training.artifacts.load_model_dir` result, when the
+    caller already has it (its checksums are then not verified a second time)."""
     from training.artifacts import ModelDirError, load_model_dir
 
     path = Path(path)
-    loaded = load_model_dir(path)  # verifies all files listed in checksums.json
+    if loaded is None:
+        loaded = load_model_dir(path)  # verifies all files listed in checksums.json
     if SEGMENTS_FILE not in loaded.checksums or SEGMENTS_META not in loaded.checksums:
         raise ModelDirError(f"{path}: not a segment bundle ({SEGMENTS_FILE} / {SEGMENTS_META} not in checksums)")
     meta = json.loads((path / SEGMENTS_META).read_text(encoding="utf-8"))
