@@ -99,7 +99,9 @@ class Scorer:
             idx += ri
             if rv is not None:
                 vals += rv
-        rows = np.repeat(np.arange(len(records), dtype=np.intp), lengths)
+        # one record (the common bid): all rows 0, ~1 us cheaper than np.repeat
+        rows = (np.zeros(len(idx), dtype=np.intp) if len(records) == 1
+                else np.repeat(np.arange(len(records), dtype=np.intp), lengths))
         return np.array(idx, dtype=np.int32), np.array(vals, dtype=np.float64) if vals else None, rows
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[float]:
