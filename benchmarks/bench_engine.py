@@ -121,7 +121,9 @@ def ensure_data(a, peers_py: str, work: Path) -> tuple[Path, Path]:
             for part in (train, test):
                 out.write(part.read_bytes())
         subprocess.run([CTR, "import", "criteo", str(both), "--days", "11"], check=True,
-                       env={**os.environ, "CTR_HOME": str(home)})
+                       env={**os.environ, "CTR_HOME": str(home),
+                            # the import holds a day of rows in the driver: 4g fails at 500k rows a day
+                            "CTR_SPARK_DRIVER_MEMORY": os.environ.get("CTR_SPARK_DRIVER_MEMORY", "8g")})
         both.unlink()
     return train, test
 

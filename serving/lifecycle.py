@@ -10,7 +10,7 @@ in ``ctr_model_load_failures_total{reason}``, and is retried after
 ``retry_failed_seconds`` (or at once when the alias moves to yet another version).
 
 Sources: the version behind an alias of a registered model (``RegistrySource``,
-downloaded with :func:`training.tracking.download_model_dir`, plain files only), or a
+downloaded with :func:`shared.model.registry_io.download_model_dir`, plain files only), or a
 fixed model directory (``DirectorySource``, no polling).
 """
 
@@ -27,6 +27,7 @@ from typing import Callable, Protocol
 
 from serving.scorer import ModelLoadError, Scorer, load_scorer
 from shared.config import Settings
+from shared.model.registry_io import download_model_dir
 
 log = logging.getLogger("ctr.serving")
 
@@ -90,8 +91,6 @@ class RegistrySource:
 
     def load(self, ref: str) -> Scorer:
         from mlflow.exceptions import MlflowException
-
-        from training.tracking import download_model_dir
 
         # no tqdm bars in the server log for each download (an explicit setting wins)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

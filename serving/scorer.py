@@ -4,18 +4,18 @@ A :class:`Scorer` is built once, aside, by :func:`load_scorer` and never changed
 swap replaces the whole object with one reference assignment, so a request that grabbed
 the reference scores every record with one version.
 
-Loading reads only the plain files (``training.artifacts.load_model_dir``: checksums
-first, ``allow_pickle=False``) and refuses a model whose spec fingerprint cannot be
-reproduced from its own ``feature_spec.toml`` (weights trained on other features would
-score garbage without any error).
+Loading reads only the plain files through the shared model contract
+(:mod:`shared.model.format`: checksums first, ``allow_pickle=False``, every file a part
+the server can apply or one the writer declared ignorable) and refuses a model whose spec
+fingerprint cannot be reproduced from its own ``feature_spec.toml``
+(:func:`shared.model.format.check_spec`: weights trained on other features would score
+garbage without any error).
 
 Scoring takes each record's feature entries from the record path
 (``Featurizer.record_entries``: the entries ``transform_record`` would sort and sum, left
-as Python lists), gathers all records' weights from the dense float32 vector at once and
-sums them per record in float64 (``np.bincount``, in entry order), so a record gets the
-same CTR alone or in a batch. Skipping the per-record sort and array building roughly
-halves the featurization cost of a batch. (A column-by-column variant of the batch
-through the same caches was measured no faster: Python's per-value cost is the same.)
+as Python lists) and sums all records' weights per record with
+:func:`shared.model.scoring.sparse_margin` (float64, in entry order), so a record gets the
+same CTR alone or in a batch.
 """
 
 from __future__ import annotations
@@ -28,12 +28,27 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from shared.aggregates import AggregateSnapshot
-from shared.featurize import FeatureSpec, FeaturizeError, Featurizer, SpecError
+from shared.errors import ArtifactError, InputError
+from shared.featurize import FeatureSpec, FeaturizeError, Featurizer
+from shared.model.bundle import SegmentBundle, load_bundle
+from shared.model.format import (
+    IGNORE,
+    PARTS,
+    SEGMENTS_FILE,
+    SEGMENTS_META,
+    WEIGHTS_FILE,
+    LoadedModel,
+    ModelDirError,
+    SpecCheckError,
+    UnknownPartsError,
+    check_spec,
+    load_model_dir,
+)
+from shared.model.scoring import sigmoid, sparse_margin
 from shared.openrtb import RAW_FIELD_NAMES
-from training.artifacts import AGGREGATES_FILE, MODEL_FILES, LoadedModel, ModelDirError, load_model_dir, sigmoid
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ArtifactError):
     """A model that must not be served; ``reason`` is a short code for metrics."""
 
     def __init__(self, reason: str, message: str):
@@ -41,7 +56,7 @@ class ModelLoadError(Exception):
         self.reason = reason
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that cannot be scored; ``kind`` is ``unknown_field`` or ``bad_value``."""
 
     def __init__(self, kind: str, message: str):
@@ -73,7 +88,7 @@ class Scorer:
     aggregates: AggregateSnapshot | None = field(repr=False, default=None)
     #: A per-segment bundle (``ctr train --per-segment``): records whose segment column has a
     #: segment model are scored by it, the others by the global model (the dense weights).
-    segments: Any = field(repr=False, default=None)  # training.segments.SegmentBundle | None
+    segments: SegmentBundle | None = field(repr=False, default=None)
 
     def entries(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Feature entries of ``records``: (indices, values or None when all are 1.0, row of
@@ -115,10 +130,7 @@ class Scorer:
             positions = bundle.positions([_segment_key(rec.get(bundle.segment_column)) for rec in records])
             z = bundle.margins(positions, idx, np.ones(len(idx)) if vals is None else vals, rows)
             return sigmoid(z).tolist()
-        w = self.dense_weights[idx].astype(np.float64)
-        if vals is not None:
-            w *= vals
-        z = np.bincount(rows, weights=w, minlength=len(records)) + self.intercept
+        z = sparse_margin(idx, vals, rows, len(records), self.dense_weights) + self.intercept
         return sigmoid(z).tolist()
 
     def describe(self) -> dict[str, Any]:
@@ -153,20 +165,12 @@ def _segment_key(value: Any) -> str | None:
 
 def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = None,
                        model_name: str | None = None, source: str = "directory",
-                       location: str | None = None, segments: Any = None) -> Scorer:
+                       location: str | None = None, segments: SegmentBundle | None = None) -> Scorer:
     """Check a verified model's spec against its fingerprint and build the scorer."""
     try:
-        spec = FeatureSpec.from_toml(model.spec_text, source=str(model.spec_path))
-    except SpecError as exc:
-        raise ModelLoadError("bad_spec", f"{model.path}: feature spec is invalid: {exc}") from None
-    if spec.fingerprint != model.fingerprint:
-        raise ModelLoadError(
-            "fingerprint_mismatch",
-            f"{model.path}: the spec file's fingerprint {spec.fingerprint} does not reproduce the model's "
-            f"recorded fingerprint {model.fingerprint}: the weights were trained on other features")
-    if spec.num_features != model.n_features:
-        raise ModelLoadError("bad_spec", f"{model.path}: spec hashes into 2**{spec.bits} columns, "
-                                         f"the weights have {model.n_features}")
+        spec = check_spec(model)
+    except SpecCheckError as exc:
+        raise ModelLoadError(exc.reason, str(exc)) from None
     featurizer = Featurizer(spec)
     # Warm the record path once so the first request does not pay for lazy set-up.
     featurizer.record_entries({})
@@ -190,19 +194,17 @@ def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str
     as the model's place (default: the directory)."""
     try:
         model = load_model_dir(model_dir)
+    except UnknownPartsError as exc:  # a file this server cannot apply: scoring without it would be silently wrong
+        known = ", ".join(name for name, part in PARTS.items() if part.role != IGNORE)
+        raise ModelLoadError("unsupported_model_files",
+                             f"{model_dir}: this server does not know how to apply {', '.join(exc.files)}; "
+                             f"it serves models made of {known} only (and files declared "
+                             f"{IGNORE!r} in model.json \"parts\", which it skips)") from None
     except ModelDirError as exc:
         reason = "checksum_mismatch" if "checksum mismatch" in str(exc) else "bad_model_dir"
         raise ModelLoadError(reason, str(exc)) from None
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError("bad_model_dir", f"{model_dir}: {type(exc).__name__}: {exc}") from None
-    from training.segments import SEGMENTS_FILE, SEGMENTS_META, load_bundle
-
-    unknown = sorted(set(model.checksums) - set(MODEL_FILES) - {AGGREGATES_FILE, SEGMENTS_FILE, SEGMENTS_META})
-    if unknown:  # a file this server cannot apply: scoring without it would be silently wrong
-        raise ModelLoadError("unsupported_model_files",
-                             f"{model_dir}: this server does not know how to apply {', '.join(unknown)}; "
-                             f"it serves models made of {', '.join(MODEL_FILES)} (+ {AGGREGATES_FILE}, "
-                             f"{SEGMENTS_FILE} + {SEGMENTS_META}) only")
     segments = None
     if SEGMENTS_FILE in model.checksums or SEGMENTS_META in model.checksums:
         try:
@@ -210,6 +212,6 @@ def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str
         except ModelDirError as exc:
             raise ModelLoadError("bad_model_dir", str(exc)) from None
     if version is None:
-        version = "dir:" + model.checksums["weights.npz"][:12]
+        version = "dir:" + model.checksums[WEIGHTS_FILE][:12]
     return scorer_from_loaded(model, version=version, alias=alias, model_name=model_name, source=source,
                               location=location, segments=segments)

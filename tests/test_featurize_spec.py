@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shared.featurize import FeatureSpec, SpecError, load_spec, shipped_specs
@@ -192,7 +193,12 @@ def test_shipped_specs_load_and_fit_their_data():
     criteo = load_spec("criteo")
     criteo.validate_columns([f"i{i}" for i in range(1, 14)] + [f"c{i}" for i in range(1, 27)])
     assert len(criteo.fields) == 39
-    assert all(criteo.field(f"i{i}").transform == "log_bucket" for i in range(1, 14))
+    # counts bucketed on a log scale, two buckets per unit of ln(1 + x) (spec version 2; measured in
+    # docs/training-engine.md): boundaries 0 and exp(k/2) - 1
+    for i in range(1, 14):
+        b = criteo.field(f"i{i}").boundaries
+        assert criteo.field(f"i{i}").transform == "buckets" and b[0] == 0
+        assert np.allclose(np.log1p(b[1:]), np.arange(1, len(b)) / 2, atol=1e-4)
     assert all(criteo.field(f"c{i}").kind == "categorical" for i in range(1, 27))
 
     avazu = load_spec("avazu")

@@ -36,15 +36,22 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, help="override the space's trial budget")
     p.add_argument("--wall-seconds", type=float, help="override the space's wall-time budget")
     p.add_argument("--jobs", type=int, help="trials run at once (processes, or concurrent Spark jobs)")
-    p.add_argument("--trials-on", choices=("processes", "spark"), default="processes",
-                   help="run search trials in local processes (default) or as Spark tasks on the session's "
-                        "executors (a cluster: the data root must be shared storage)")
+    p.add_argument("--trials-on", choices=("threads", "processes", "spark"), default="threads",
+                   help="run search trials in threads of this process (default: the engines release the GIL), "
+                        "in local processes, or as Spark tasks on the session's executors (a cluster: the data "
+                        "root must be shared storage)")
+    p.add_argument("--update", nargs="?", const="champion", metavar="REF",
+                   help="warm-started update: continue the engine state of a registered version (default the "
+                        "champion) over the --train-days from --start with its own setting, test on the "
+                        "--test-days after them, register with lineage and gate; no search")
+    p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     p.add_argument("--model-name", help="registered model (default ctr-model; ctr-segment-model with --per-segment)")
     p.add_argument("--margin", type=float, help="relative log-loss improvement needed to take champion")
     g = p.add_argument_group("distributed and per-segment training")
-    g.add_argument("--engine", choices=("sklearn", "mllib"), default="sklearn",
-                   help="sklearn: the constrained search on the driver (default); mllib: Spark MLlib "
-                        "logistic regression on the same hashed features")
+    g.add_argument("--engine", choices=("search", "mllib"), default="search",
+                   help="search: the constrained search over the single-machine engines (ftrl, sklearn) of "
+                        "the search space (default); mllib: Spark MLlib logistic regression on the same hashed "
+                        "features")
     g.add_argument("--per-segment", metavar="COLUMN",
                    help="fit one model per value of COLUMN (e.g. advertiser_id) in parallel with Spark and "
                         "register global model + segments as one version")
@@ -136,13 +143,24 @@ def run_train(args, settings) -> int:
         print(result.summary())
         return 0
     if args.param:
-        raise CommandError("--param applies to --engine mllib and --per-segment; the sklearn engine searches "
+        raise CommandError("--param applies to --engine mllib and --per-segment; the default engine searches "
                            "its --search-space")
-    spark = get_spark(settings, "ctr-train")
+    if args.update:
+        from training.pipeline import update_from_champion
+
+        from feature_store.reader import Window
+
+        new = Window(args.start, windows.train.end)
+        result = update_from_champion(settings, new, Window(new.end, new.end + (windows.test.end - windows.test.start)),
+                                      table=args.table, ref=args.update,
+                                      model_name=args.model_name or DEFAULT_MODEL_NAME, margin=args.margin,
+                                      delta_version=args.delta_version)
+        print(result.summary())
+        return 0
     result = train_from_warehouse(
-        spark, settings, windows, spec, table=args.table, search_space=args.search_space, trials=args.trials,
+        None, settings, windows, spec, table=args.table, search_space=args.search_space, trials=args.trials,
         wall_seconds=args.wall_seconds, n_jobs=args.jobs, model_name=args.model_name or DEFAULT_MODEL_NAME,
-        margin=args.margin, delta_version=args.delta_version, trials_on=args.trials_on,
+        margin=args.margin, delta_version=args.delta_version, trials_on=args.trials_on, progress=not args.quiet,
     )
     print(result.summary())
     return 0

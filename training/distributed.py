@@ -59,6 +59,9 @@ import numpy as np
 
 from shared.config import Settings
 from shared.featurize import FeatureSpec, load_spec
+from shared.model.bundle import SEGMENTS_META, load_bundle
+from shared.model.scoring import sigmoid, sorted_pairs_margin
+from training.artifacts import save_model_dir
 from training.metrics import evaluate
 
 if TYPE_CHECKING:
@@ -237,27 +240,8 @@ class SparseWeights:
 
         X = sp.csr_matrix(X)
         row_ids = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-        return _sigmoid(self.intercept_ + sparse_margin(X.indices, X.data, row_ids, X.shape[0],
-                                                        self.indices_, self.weights_))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    from training.artifacts import sigmoid
-
-    return sigmoid(z)
-
-
-def sparse_margin(col: np.ndarray, val: np.ndarray, row_ids: np.ndarray, n_rows: int,
-                  w_idx: np.ndarray, w_val: np.ndarray) -> np.ndarray:
-    """Per-row ``x . w`` for rows given as flat (column, value, row id) entries and weights
-    given as sorted sparse (indices, values): a binary search per entry, no dense array."""
-    if w_idx.size == 0 or col.size == 0:
-        return np.zeros(n_rows, dtype=np.float64)
-    pos = np.searchsorted(w_idx, col)
-    pos_c = np.minimum(pos, w_idx.size - 1)
-    hit = w_idx[pos_c] == col
-    contrib = np.where(hit, w_val[pos_c], 0.0) * np.asarray(val, dtype=np.float64)
-    return np.bincount(row_ids, weights=contrib, minlength=n_rows)
+        return sigmoid(self.intercept_ + sorted_pairs_margin(X.indices, X.data, row_ids, X.shape[0],
+                                                             self.indices_, self.weights_))
 
 
 # -- Spark side ---------------------------------------------------------------------------------
@@ -378,7 +362,7 @@ def predict_spark(featurized: "DataFrame", model: SparseWeights, keep: Sequence[
             col, offsets = _flat(b.column("indices"))
             vals, _ = _flat(b.column("values"))
             row_ids = np.repeat(np.arange(b.num_rows), np.diff(offsets))
-            p = _sigmoid(b0 + sparse_margin(col, vals, row_ids, b.num_rows, idx, val))
+            p = sigmoid(b0 + sorted_pairs_margin(col, vals, row_ids, b.num_rows, idx, val))
             yield pa.RecordBatch.from_arrays([b.column(c) for c in keep] + [pa.array(p, pa.float64())],
                                              names=[*keep, output_col])
 
@@ -445,9 +429,9 @@ def score_champion_in_spark(raw_test: "DataFrame", loaded) -> float:
     from shared.featurize.spark import featurize_spark
 
     champion_spec = FeatureSpec.from_toml(loaded.spec_text, source="champion")
-    bundle_file = Path(loaded.path) / "segments.json"
+    bundle_file = Path(loaded.path) / SEGMENTS_META
     if bundle_file.is_file():
-        from training.segments import load_bundle, predict_bundle_spark
+        from training.segments import predict_bundle_spark
 
         bundle = load_bundle(loaded.path)
         feats = featurize_spark(raw_test.withColumn("__segment", F.col(bundle.segment_column).cast("string")),
@@ -496,7 +480,6 @@ def train_mllib_from_warehouse(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from training.artifacts import save_model_dir
     from training.pipeline import DEFAULT_MODEL_NAME, TrainResult, best_possible_log_loss, read_truth
     from training.tracking import DEFAULT_MARGIN, log_training_run
 

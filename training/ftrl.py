@@ -162,7 +162,7 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
         "l2": Interval(0.0, 1e4),
         "passes": Interval(1, 1000, integer=True),
         "shuffle": Options((False, True)),
-        "downsample_rate": Interval(1e-4, 1.0, open_low=True),
+        "downsample_rate": Interval(0.0, 1.0, open_low=True),
         "random_state": Seed(),
     }
 

@@ -1,48 +1,43 @@
 """Constrained hyperparameter search with successive halving on training-set size.
 
-The space is a TOML file (default ``training/search_space.toml``): a bounded
-distribution per hyperparameter (``[params.<name>]``), fixed values
-(``[fixed]``), a budget (``[budget]`` trials, wall_seconds, n_jobs) and the
-halving schedule (``[halving]`` eta, min_fraction). Bounds are checked against
-``HARD_LIMITS`` when the file is loaded, and every sampled value lies within them.
+The space is a TOML file (default ``training/search_space.toml``): a bounded distribution
+per hyperparameter (``[params.<name>]``), fixed values (``[fixed]``), a budget (``[budget]``
+trials, wall_seconds, trial_seconds, n_jobs), the halving schedule (``[halving]``) and
+``[rules]`` by which the data adapt the space (no negative downsampling on small or
+high-CTR data; the exact scikit-learn engine only on small data). A trial names its
+``engine`` (:mod:`training.engines`); bounds are checked against the limits the engines
+declare next to their estimators (``HARD_LIMITS`` is derived from them).
 
 Successive halving: ``trials`` configurations are sampled; rung 0 trains each on
-``min_fraction`` of the training rows (a fixed random subset, nested across
-rungs), the best ``1/eta`` by validation log-loss go on with ``eta`` times the
-rows, and so on until the full training set. Validation is always the whole
-validation set. Poor settings therefore stop after a cheap fit.
+``min_fraction`` of the training rows (a fixed random subset, nested across rungs, in time
+order), the best ``1/eta`` by validation log-loss go on with ``eta`` times the rows, and so
+on until the full training set; validation is always the whole validation window.
 
-Trials run in worker processes (``ProcessPoolExecutor``, spawn context), or, given
-a Spark session (``run_search(..., spark=spark)``, ``ctr train --trials-on spark``),
-each as a one-task Spark job submitted from ``n_jobs`` threads (:class:`SparkTrialPool`),
-so a cluster runs ``n_jobs`` trials at once on its executors. The
-matrices come from the caller's ``make_matrices(bits) -> (X_train, y_train,
-X_val, y_val)``, called once per distinct ``bits`` in the parent; they reach the
-workers as ``.npz``/``.npy`` files in a temporary directory (no pickle), loaded
-once per worker process. With Spark that directory is under the data root
-(``<home>/tmp``), which on a cluster must be storage every executor mounts. Every
-trial — one configuration at one rung — is an MLflow child run of the search's
-parent run, logged from the parent process.
+Budgets: no trial is submitted after ``wall_seconds``; a trial whose fit runs past
+``trial_seconds`` is stopped by its engine (the online engine checks between chunks of
+rows) and not ranked, so no configuration can hold the search for minutes. The search
+reports how the budget was spent and the CPU utilisation it achieved (process CPU time
+over trial wall time x cores), measured, not assumed.
 
-Budget: at most ``trials`` configurations; no trial is submitted after
-``wall_seconds`` (the parent keeps at most ``n_jobs`` trials in flight, so a
-submitted trial starts at once). Trials already running at the deadline finish
-and count, so the overrun is bounded by one trial's duration.
-
-The best configuration (lowest validation log-loss at the highest rung reached) is
-returned; :func:`refit_best` refits it on train + validation for the caller to
-score on the test window.
+Trials run in threads of this process by default (the compiled engines release the GIL and
+share the matrices), in spawned worker processes that read the matrices from ``.npz``
+files, or, given a Spark session, as one-task Spark jobs (:class:`SparkTrialPool`) whose
+files live under the data root (storage every executor mounts). Every trial is an MLflow
+child run of the search's parent run. :func:`refit_best` refits the winner on train +
+validation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
 import tomllib
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -52,23 +47,33 @@ import scipy.sparse as sp
 
 from shared.featurize.spec import MAX_BITS, MIN_BITS
 from training.metrics import evaluate
-from training.model import PENALTIES, SOLVERS, SparseLogisticRegression
+from training.engines import ENGINES, engine_of, make_estimator, supports_deadline
+from training.params import Interval, Options
 
 DEFAULT_SPACE = Path(__file__).with_name("search_space.toml")
 
-# Absolute bounds a space file may not exceed: (low, high) for numbers, allowed values for choices.
-HARD_LIMITS: dict[str, Any] = {
-    "C": (1e-6, 1e4),
-    "l1_ratio": (0.0, 1.0),
-    "downsample_rate": (1e-4, 1.0),
-    "max_iter": (1, 1000),
-    "tol": (1e-8, 1e-1),
-    "bits": (MIN_BITS, MAX_BITS),
-    "penalty": PENALTIES,
-    "solver": SOLVERS,
-}
-INTEGER_PARAMS = frozenset({"max_iter", "bits"})
-CATEGORICAL_PARAMS = frozenset({"penalty", "solver"})
+
+
+def _hard_limits() -> tuple[dict[str, Any], frozenset, frozenset]:
+    """The bounds a space file may not exceed, read from the engines' declared constraints:
+    (low, high) for numbers, allowed values for choices; plus the job's ``bits`` and ``engine``."""
+    limits: dict[str, Any] = {"bits": (MIN_BITS, MAX_BITS), "engine": tuple(ENGINES)}
+    integers, choices = {"bits"}, {"engine"}
+    for cls in ENGINES.values():
+        for name, c in cls._parameter_constraints.items():
+            if isinstance(c, Interval):
+                lo, hi = limits.get(name, (c.low, c.high))
+                limits[name] = (min(lo, c.low), max(hi, c.high))
+                if c.integer:
+                    integers.add(name)
+            elif isinstance(c, Options):
+                limits[name] = tuple(dict.fromkeys(tuple(limits.get(name, ())) + c.values))
+                choices.add(name)
+    return limits, frozenset(integers), frozenset(choices)
+
+
+# Absolute bounds a space file may not exceed (derived, never written twice).
+HARD_LIMITS, INTEGER_PARAMS, CATEGORICAL_PARAMS = _hard_limits()
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 MatrixMaker = Callable[[int | None], tuple[Any, Any, Any, Any]]
 
@@ -105,9 +110,27 @@ class Dimension:
 
 @dataclass(frozen=True)
 class Budget:
+    """At most ``trials`` configurations; none submitted after ``wall_seconds``; a trial
+    whose fit passes ``trial_seconds`` is stopped (engines that support a deadline) and
+    does not count; ``n_jobs`` trials at once."""
+
     trials: int
     wall_seconds: float
     n_jobs: int = 2
+    trial_seconds: float = math.inf
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Where the data decide the space: no negative downsampling below ``downsample_min_rows``
+    training rows or above a click rate of ``downsample_max_ctr`` (it only discards
+    information there); the exact scikit-learn engine only up to ``sklearn_max_rows``; no
+    halving rung on fewer than ``halving_min_rows`` rows."""
+
+    downsample_min_rows: int = 0
+    downsample_max_ctr: float = 1.0
+    sklearn_max_rows: int = 2**62
+    halving_min_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,12 +153,31 @@ class SearchSpace:
     budget: Budget
     halving: Halving
     source: str = ""  # the TOML text
+    rules: Rules = Rules()
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         params = dict(self.fixed)
         for name in sorted(self.dimensions):
             params[name] = self.dimensions[name].sample(rng)
         return params
+
+    def adapt(self, n_rows: int, click_rate: float) -> tuple["SearchSpace", list[str]]:
+        """The space for a training set of ``n_rows`` rows at ``click_rate``, by the rules,
+        and what was changed (as sentences for the log)."""
+        dims, fixed, notes = dict(self.dimensions), dict(self.fixed), []
+        r = self.rules
+        if "downsample_rate" in dims and (n_rows < r.downsample_min_rows or click_rate > r.downsample_max_ctr):
+            del dims["downsample_rate"]
+            fixed["downsample_rate"] = 1.0
+            notes.append(f"no negative downsampling: {n_rows:,} training rows at click rate {click_rate:.3f} "
+                         f"(rules: at least {r.downsample_min_rows:,} rows and at most {r.downsample_max_ctr})")
+        engine = dims.get("engine")
+        if engine is not None and n_rows > r.sklearn_max_rows and "sklearn" in engine.values:
+            rest = tuple(v for v in engine.values if v != "sklearn")
+            if rest:
+                dims["engine"] = Dimension("engine", "choice", values=rest)
+                notes.append(f"engine sklearn skipped: {n_rows:,} training rows > {r.sklearn_max_rows:,}")
+        return SearchSpace(dims, fixed, self.budget, self.halving, self.source, self.rules), notes
 
 
 def _check_value(name: str, value, where: str) -> None:
@@ -159,7 +201,7 @@ def parse_search_space(text: str) -> SearchSpace:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SearchSpaceError(f"search space is not valid TOML: {exc}") from None
-    unknown = set(doc) - {"budget", "halving", "params", "fixed"}
+    unknown = set(doc) - {"budget", "halving", "params", "fixed", "rules"}
     if unknown:
         raise SearchSpaceError(f"unknown top-level tables: {sorted(unknown)}")
 
@@ -210,11 +252,12 @@ def parse_search_space(text: str) -> SearchSpace:
         _check_value(name, v, "[fixed]")
 
     b = doc.get("budget") or {}
-    extra = set(b) - {"trials", "wall_seconds", "n_jobs"}
+    extra = set(b) - {"trials", "wall_seconds", "n_jobs", "trial_seconds"}
     if extra or "trials" not in b or "wall_seconds" not in b:
-        raise SearchSpaceError("[budget] needs exactly trials, wall_seconds and optionally n_jobs")
-    budget = Budget(int(b["trials"]), float(b["wall_seconds"]), int(b.get("n_jobs", 2)))
-    if budget.trials < 1 or budget.wall_seconds <= 0 or budget.n_jobs < 1:
+        raise SearchSpaceError("[budget] needs trials, wall_seconds and optionally n_jobs, trial_seconds")
+    budget = Budget(int(b["trials"]), float(b["wall_seconds"]), int(b.get("n_jobs", 2)),
+                    float(b.get("trial_seconds", math.inf)))
+    if budget.trials < 1 or budget.wall_seconds <= 0 or budget.n_jobs < 1 or budget.trial_seconds <= 0:
         raise SearchSpaceError(f"[budget] values must be positive: {budget}")
 
     h = doc.get("halving") or {}
@@ -223,7 +266,15 @@ def parse_search_space(text: str) -> SearchSpace:
     halving = Halving(int(h.get("eta", 3)), float(h.get("min_fraction", 1 / 9)))
     if halving.eta < 2 or not 0.0 < halving.min_fraction <= 1.0:
         raise SearchSpaceError(f"[halving]: need eta >= 2 and 0 < min_fraction <= 1, got {halving}")
-    return SearchSpace(dims, fixed, budget, halving, text)
+    r = doc.get("rules") or {}
+    known = {f.name for f in dataclasses.fields(Rules)}
+    if set(r) - known:
+        raise SearchSpaceError(f"[rules]: unknown keys {sorted(set(r) - known)}; allowed: {sorted(known)}")
+    try:
+        rules = Rules(**{k: type(getattr(Rules(), k))(v) for k, v in r.items()})
+    except (TypeError, ValueError) as exc:
+        raise SearchSpaceError(f"[rules]: {exc}") from None
+    return SearchSpace(dims, fixed, budget, halving, text, rules)
 
 
 def load_search_space(path=None) -> SearchSpace:
@@ -236,7 +287,7 @@ def load_search_space(path=None) -> SearchSpace:
 
 
 def model_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The SparseLogisticRegression arguments in a trial's params (everything but ``bits``)."""
+    """A trial's params without the job's ``bits`` (what :func:`make_estimator` reads)."""
     return {k: v for k, v in params.items() if k != "bits"}
 
 
@@ -246,6 +297,7 @@ _DATA_CACHE: dict[str, tuple] = {}
 
 
 def _load_dataset(data_dir: str):
+    """The dataset of a trial: in memory for threads, else loaded once per worker process."""
     if data_dir not in _DATA_CACHE:
         d = Path(data_dir)
         _DATA_CACHE.clear()  # one dataset (bits value) in memory per worker at a time
@@ -268,11 +320,20 @@ def _run_trial(task: dict) -> dict:
     try:
         X_tr, y_tr, X_val, y_val, order = _load_dataset(task["data_dir"])
         rows = np.sort(order[: task["n_rows"]])
-        model = SparseLogisticRegression(**model_params(task["params"]), random_state=task["seed"])
-        model.fit(X_tr[rows], y_tr[rows])
-        out["metrics"] = evaluate(y_val, model.predict_proba(X_val)[:, 1])
+        model = make_estimator(model_params(task["params"]), random_state=task["seed"])
+        if supports_deadline(model):  # selects its rows itself: no copy of the subset
+            model.fit(X_tr, y_tr, rows=rows, deadline=time.monotonic() + task.get("trial_seconds", math.inf))
+        elif rows.size == X_tr.shape[0]:
+            model.fit(X_tr, y_tr)
+        else:
+            model.fit(X_tr[rows], y_tr[rows])
         out.update(fit_seconds=model.fit_seconds_, n_nonzero=model.n_nonzero_,
                    converged=model.converged_, solver=model.solver_)
+        if getattr(model, "stopped_early_", False):
+            out.update(status="stopped", error=f"work budget: stopped after {task['trial_seconds']:g} s "
+                                               f"(trial_seconds), not ranked")
+        else:
+            out["metrics"] = evaluate(y_val, model.predict_proba(X_val)[:, 1])
     except Exception as exc:  # a bad configuration must not end the search
         out.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     out["ended"] = time.time()
@@ -287,8 +348,6 @@ class SparkTrialPool:
     submit one job at a time, and Spark runs concurrent jobs on free executor slots."""
 
     def __init__(self, spark, max_workers: int):
-        from concurrent.futures import ThreadPoolExecutor
-
         self._sc = spark.sparkContext
         self._threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ctr-search-spark")
 
@@ -339,17 +398,44 @@ class SearchResult:
     elapsed_seconds: float
     n_configs: int
     rung_fractions: list[float]
+    cpu_seconds: float = math.nan  # process CPU (workers included) while trials ran
+    cpu_utilisation: float = math.nan  # cpu_seconds / (trials wall time x cores)
+    trials_wall_seconds: float = math.nan
+    mode: str = "threads"
+    notes: list[str] = field(default_factory=list)
+
+    def budget_report(self) -> str:
+        """How the budget was spent: trials per rung and status, seconds, CPU use."""
+        lines = []
+        for rung, fraction in enumerate(self.rung_fractions):
+            ts = [t for t in self.trials if t.rung == rung]
+            if not ts:
+                continue
+            counts = {s: sum(t.status == s for t in ts) for s in ("ok", "stopped", "failed")}
+            fit = sum(t.fit_seconds for t in ts if math.isfinite(t.fit_seconds))
+            lines.append(f"  rung {rung} ({fraction:.3g} of the rows, {ts[0].n_rows:,}): {len(ts)} trials "
+                         f"({', '.join(f'{v} {k}' for k, v in counts.items() if v)}), fits {fit:.1f} s")
+        lines.append(f"  {len(self.trials)} trials in {self.trials_wall_seconds:.1f} s ({self.mode}); CPU "
+                     f"{self.cpu_seconds:.1f} s = {100 * self.cpu_utilisation:.0f} % of {os.cpu_count()} cores"
+                     f"; stopped: {self.stopped_reason}")
+        return "\n".join(lines + [f"  {n}" for n in self.notes])
 
 
-def _save_dataset(d: Path, bits, X_tr, y_tr, X_val, y_val, seed: int) -> int:
-    X_tr, X_val = sp.csr_matrix(X_tr), sp.csr_matrix(X_val)
-    y_tr, y_val = np.asarray(y_tr).ravel().astype(np.int8), np.asarray(y_val).ravel().astype(np.int8)
-    if X_tr.shape[0] != y_tr.size or X_val.shape[0] != y_val.size:
+def _check_dataset(bits, X_tr, y_tr, X_val, y_val) -> int:
+    """Check the shapes make_matrices returned; the training row count."""
+    if X_tr.shape[0] != np.asarray(y_tr).size or X_val.shape[0] != np.asarray(y_val).size:
         raise ValueError(f"make_matrices({bits}): matrix rows and label counts differ")
     if X_tr.shape[1] != X_val.shape[1]:
         raise ValueError(f"make_matrices({bits}): train has {X_tr.shape[1]} columns, validation {X_val.shape[1]}")
     if bits is not None and X_tr.shape[1] != 1 << int(bits):
         raise ValueError(f"make_matrices({bits}) returned {X_tr.shape[1]} columns, expected 2**{bits}")
+    return int(X_tr.shape[0])
+
+
+def _save_dataset(d: Path, bits, X_tr, y_tr, X_val, y_val, seed: int) -> int:
+    _check_dataset(bits, X_tr, y_tr, X_val, y_val)
+    X_tr, X_val = sp.csr_matrix(X_tr), sp.csr_matrix(X_val)
+    y_tr, y_val = np.asarray(y_tr).ravel().astype(np.int8), np.asarray(y_val).ravel().astype(np.int8)
     d.mkdir(parents=True)
     sp.save_npz(d / "X_train.npz", X_tr, compressed=False)
     sp.save_npz(d / "X_val.npz", X_val, compressed=False)
@@ -395,14 +481,21 @@ def run_search(
     experiment: str | None = None,
     run_name: str = "hyperparameter-search",
     spark=None,
+    trials_on: str = "threads",
+    profile: tuple[int, float] | None = None,
+    progress: Callable[["TrialResult", int, int, "TrialResult | None"], None] | None = None,
 ) -> SearchResult:
     """Run the search and return the best configuration by validation log-loss.
 
     ``space`` is a :class:`SearchSpace`, a path to a space file, or None for the
     default file; ``trials``, ``wall_seconds`` and ``n_jobs`` override its budget.
     ``settings`` (shared.config.Settings) selects the MLflow store and experiment.
-    ``spark``: run the trials as Spark tasks (:class:`SparkTrialPool`) instead of
-    local processes; the results are the same.
+    ``spark``: run the trials as Spark tasks (:class:`SparkTrialPool`); otherwise
+    ``trials_on`` is ``threads`` (the engines release the GIL; the matrices are shared)
+    or ``processes`` (spawned workers reading them from files); the results are the same.
+    ``profile`` = (training rows, click rate) lets the space's rules adapt it
+    (:meth:`SearchSpace.adapt`). ``progress(trial, done, planned, best)`` is called after
+    every trial.
     """
     import mlflow
 
@@ -410,13 +503,20 @@ def run_search(
 
     if not isinstance(space, SearchSpace):
         space = load_search_space(space)
+    if trials_on not in ("threads", "processes"):
+        raise ValueError(f"trials_on must be 'threads' or 'processes', got {trials_on!r}")
     budget = Budget(
         trials if trials is not None else space.budget.trials,
         wall_seconds if wall_seconds is not None else space.budget.wall_seconds,
         n_jobs if n_jobs is not None else space.budget.n_jobs,
+        space.budget.trial_seconds,
     )
     if budget.trials < 1 or budget.wall_seconds <= 0 or budget.n_jobs < 1:
         raise ValueError(f"budget values must be positive: {budget}")
+    notes: list[str] = []
+    if profile is not None:
+        space, notes = space.adapt(*profile)
+    mode = "spark" if spark is not None else trials_on
     rng = np.random.default_rng(seed)
     configs = [space.sample(rng) for _ in range(budget.trials)]
     fractions = space.halving.fractions
@@ -443,7 +543,7 @@ def run_search(
                 "budget.n_jobs": budget.n_jobs, "halving.eta": space.halving.eta,
                 "halving.min_fraction": space.halving.min_fraction, "seed": seed,
                 "rung_fractions": ",".join(f"{f:.6g}" for f in fractions),
-                "trials_on": "spark" if spark is not None else "processes",
+                "trials_on": mode, "budget.trial_seconds": budget.trial_seconds,
             })
             if space.source:
                 mlflow.log_text(space.source, "search_space.toml")
@@ -452,12 +552,34 @@ def run_search(
             for bits in sorted({c.get("bits") for c in configs}, key=lambda b: (b is None, b)):
                 X_tr, y_tr, X_val, y_val = make_matrices(bits)
                 d = workdir / f"bits-{bits}"
-                datasets[bits] = (str(d), _save_dataset(d, bits, X_tr, y_tr, X_val, y_val, seed))
+                if mode == "threads":  # shared in memory, never written
+                    datasets[bits] = (str(d), _check_dataset(bits, X_tr, y_tr, X_val, y_val))
+                    _DATA_CACHE[str(d)] = (
+                        sp.csr_matrix(X_tr), np.asarray(y_tr).ravel().astype(np.int8), sp.csr_matrix(X_val),
+                        np.asarray(y_val).ravel().astype(np.int8),
+                        np.random.default_rng(seed).permutation(X_tr.shape[0]))
+                else:
+                    datasets[bits] = (str(d), _save_dataset(d, bits, X_tr, y_tr, X_val, y_val, seed))
                 del X_tr, y_tr, X_val, y_val
 
+            # a rung on fewer than halving_min_rows rows ranks settings for a different problem
+            # (strong regularisation wins on tiny subsets): start halving where rungs are big enough
+            n_min = min(n for _, n in datasets.values())
+            kept = [f for f in fractions if f >= 1.0 or n_min * f >= space.rules.halving_min_rows]
+            if len(kept) < len(fractions):
+                notes.append(f"halving from {kept[0]:.3g} of the rows: rungs below "
+                             f"{space.rules.halving_min_rows:,} rows skipped ({n_min:,} training rows)")
+                fractions = kept
             survivors = list(range(len(configs)))
-            pool_cm = (SparkTrialPool(spark, budget.n_jobs) if spark is not None else
-                       ProcessPoolExecutor(max_workers=budget.n_jobs, mp_context=multiprocessing.get_context("spawn")))
+            planned = _planned_trials(len(configs), len(fractions), space.halving.eta)
+            tracker = _Tracker(planned, progress)
+            cpu0 = os.times()
+            if mode == "spark":
+                pool_cm = SparkTrialPool(spark, budget.n_jobs)
+            elif mode == "threads":
+                pool_cm = ThreadPoolExecutor(max_workers=budget.n_jobs, thread_name_prefix="ctr-search")
+            else:
+                pool_cm = ProcessPoolExecutor(max_workers=budget.n_jobs, mp_context=multiprocessing.get_context("spawn"))
             with pool_cm as pool:
                 for rung, fraction in enumerate(fractions):
                     tasks = []
@@ -465,8 +587,9 @@ def run_search(
                         data_dir, n_train = datasets[configs[cid].get("bits")]
                         tasks.append({"key": (cid, rung), "data_dir": data_dir, "params": configs[cid],
                                       "n_rows": max(2, math.ceil(n_train * fraction)),
-                                      "seed": seed + cid})
-                    rung_results = _run_rung(pool, budget.n_jobs, tasks, deadline, client, experiment_id, parent_id)
+                                      "seed": seed + cid, "trial_seconds": budget.trial_seconds})
+                    rung_results = _run_rung(pool, budget.n_jobs, tasks, deadline, client, experiment_id, parent_id,
+                                             tracker)
                     results.extend(rung_results)
                     if len(rung_results) < len(tasks):  # the deadline stopped submissions
                         stopped = "wall_seconds"
@@ -476,6 +599,7 @@ def run_search(
                         break
                     survivors = [t.config_id for t in ranked[: max(1, math.ceil(len(survivors) / space.halving.eta))]]
 
+            cpu1 = os.times()
             ok = [t for t in results if t.status == "ok"]
             if not results:
                 raise RuntimeError(
@@ -488,24 +612,59 @@ def run_search(
             top_rung = max(t.rung for t in ok)
             best = min((t for t in ok if t.rung == top_rung), key=lambda t: t.val_log_loss)
             elapsed = time.time() - started
+            trial_wall = max(cpu1.elapsed - cpu0.elapsed, 1e-9)
+            cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+            cpu += (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
+            utilisation = cpu / (trial_wall * (os.cpu_count() or 1))
             mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
             mlflow.log_metrics({
+                "cpu_seconds": cpu, "cpu_utilisation": utilisation, "trials_wall_seconds": trial_wall,
+                "n_trials_stopped": float(sum(t.status == "stopped" for t in results)),
                 "best_val_log_loss": best.val_log_loss, "elapsed_seconds": elapsed,
                 "n_trials_ok": float(len(ok)), "n_trials_failed": float(sum(t.status == "failed" for t in results)),
                 "best_rung": float(top_rung),
             })
-            mlflow.set_tags({"search.stopped_reason": stopped, "search.best_run_id": best.run_id})
+            mlflow.set_tags({"search.stopped_reason": stopped, "search.best_run_id": best.run_id,
+                             "search.rungs_run": ",".join(f"{f:.6g}" for f in fractions),
+                             **({"search.adapted": " | ".join(notes)} if notes else {})})
     finally:
+        for d, _ in datasets.values() if "datasets" in locals() else ():
+            _DATA_CACHE.pop(d, None)
         shutil.rmtree(workdir, ignore_errors=True)
     return SearchResult(
         best_params=dict(best.params), best_val_log_loss=best.val_log_loss, best_trial=best,
         trials=results, parent_run_id=parent_id, stopped_reason=stopped,
         started_at=started, elapsed_seconds=elapsed, n_configs=len(configs), rung_fractions=fractions,
+        cpu_seconds=cpu, cpu_utilisation=utilisation, trials_wall_seconds=trial_wall, mode=mode, notes=notes,
     )
 
 
+def _planned_trials(n_configs: int, n_rungs: int, eta: int) -> int:
+    """Trials successive halving runs when nothing fails and the deadline is not hit."""
+    total, alive = 0, n_configs
+    for _ in range(n_rungs):
+        total += alive
+        alive = max(1, math.ceil(alive / eta))
+    return total
+
+
+class _Tracker:
+    """Counts finished trials and the best ranked one so far, for ``progress``."""
+
+    def __init__(self, planned: int, progress):
+        self.planned, self.progress, self.done, self.best = planned, progress, 0, None
+
+    def finished(self, trial: "TrialResult") -> None:
+        self.done += 1
+        if trial.status == "ok" and (self.best is None or (trial.rung, -trial.val_log_loss)
+                                     > (self.best.rung, -self.best.val_log_loss)):
+            self.best = trial
+        if self.progress is not None:
+            self.progress(trial, self.done, self.planned, self.best)
+
+
 def _run_rung(pool, width: int, tasks: list[dict], deadline: float, client, experiment_id: str,
-              parent_id: str) -> list[TrialResult]:
+              parent_id: str, tracker: "_Tracker") -> list[TrialResult]:
     """Submit a rung's tasks (no more than the pool can start, none after the deadline)
     and log each finished trial as a child run."""
     # At most ``width`` tasks in flight: each submission can start at once, so the
@@ -534,6 +693,7 @@ def _run_rung(pool, width: int, tasks: list[dict], deadline: float, client, expe
             )
             trial.run_id = _log_child(client, experiment_id, parent_id, trial, out)
             done_results.append(trial)
+            tracker.finished(trial)
     return sorted(done_results, key=lambda t: t.config_id)
 
 
@@ -545,17 +705,18 @@ def refit_best(
     y_val=None,
     *,
     random_state: int | None = 0,
-) -> SparseLogisticRegression:
+) -> Any:
     """Fit the chosen configuration on train + validation (both built with the
     configuration's ``bits``) and return the model, ready to score the test window."""
     if isinstance(params, SearchResult):
         params = params.best_params
-    X = sp.csr_matrix(X_train)
-    y = np.asarray(y_train).ravel()
-    if X_val is not None:
-        X = sp.vstack([X, sp.csr_matrix(X_val)], format="csr")
-        y = np.concatenate([y, np.asarray(y_val).ravel()])
     bits = params.get("bits")
-    if bits is not None and X.shape[1] != 1 << int(bits):
-        raise ValueError(f"matrices have {X.shape[1]} columns but the configuration uses bits={bits}")
-    return SparseLogisticRegression(**model_params(params), random_state=random_state).fit(X, y)
+    if bits is not None and X_train.shape[1] != 1 << int(bits):
+        raise ValueError(f"matrices have {X_train.shape[1]} columns but the configuration uses bits={bits}")
+    model = make_estimator(model_params(params), random_state=random_state)
+    if X_val is None:
+        return model.fit(X_train, y_train)
+    if supports_deadline(model):  # the online engine visits train then validation, never stacked
+        return model.fit([X_train, X_val], [y_train, y_val])
+    X = sp.vstack([sp.csr_matrix(X_train), sp.csr_matrix(X_val)], format="csr")
+    return model.fit(X, np.concatenate([np.asarray(y_train).ravel(), np.asarray(y_val).ravel()]))

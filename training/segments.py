@@ -58,40 +58,17 @@ Table ``segment_models`` (Delta, one row per (run_id, segment)): see :data:`TABL
 ``indices``/``weights`` are the segment's non-zero weights (sorted column indices, float64),
 ``intercept`` is recalibrated for negative downsampling, ``params`` the chosen setting (JSON).
 
-Bundle format (a model directory, plain files, no pickle)
----------------------------------------------------------
-Everything :func:`training.artifacts.save_model_dir` writes for the **global** model
-(``weights.npz``, ``feature_spec.toml``, ``model.json``, ``checksums.json``), so anything
-that reads model directories — the bidder, the pyfunc — can serve the bundle's global
-model unchanged, plus two files written here::
-
-    segments.npz    numpy arrays (np.load(..., allow_pickle=False)), S segments sorted by key:
-                      keys        <U  [S]      segment keys (the segment column's value as Spark
-                                               casts it to string: ids as-is, integers in decimal)
-                      intercepts  float64[S]   recalibrated intercepts
-                      offsets     int64[S+1]   segment s owns entries offsets[s]:offsets[s+1]
-                      indices     int64[nnz]   column indices, strictly increasing per segment
-                      weights     float64[nnz]
-                      n_train     int64[S]     training rows (train + validation) of the segment
-                      positives   int64[S]     their clicks
-                      bits        int64[]      2**bits columns, as the global model
-    segments.json   {"format": "ctr-segment-bundle", "format_version": 1, "segment_column",
-                     "run_id", "n_segments", "min_rows", "min_positives", "fallback": [keys],
-                     "failed": [keys], "settings": {key: setting}, "created_at"}
-
-``checksums.json`` lists the two extra files too (sha256), so
-:func:`training.artifacts.load_model_dir` verifies them along with the global files, and
-:func:`load_bundle` reads the whole bundle. Scoring a record: featurize it with the spec;
-if ``str(record[segment_column])`` is one of ``keys`` the probability is
-``sigmoid(intercepts[s] + x . w_s)``, otherwise the global model's.
+Bundle format
+-------------
+A model directory with the **global** model's parts plus ``segments.npz`` / ``segments.json``;
+the format and its reader are :mod:`shared.model.bundle` (the bidder reads bundles from
+there), the writer is :func:`write_bundle`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import tempfile
 import time
 import traceback
@@ -105,6 +82,17 @@ import numpy as np
 
 from shared.config import Settings
 from shared.featurize import FeatureSpec, load_spec
+from shared.model.bundle import (  # noqa: F401  (re-exported: the bundle format, as before)
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_VERSION,
+    SEGMENTS_FILE,
+    SEGMENTS_META,
+    SegmentBundle,
+    load_bundle,
+)
+from shared.model.format import dumps, write_model_dir
+from shared.model.scoring import sigmoid, sorted_pairs_margin
+from training.artifacts import model_metadata
 from training.distributed import (
     SPLIT_COL,
     SparseWeights,
@@ -113,7 +101,6 @@ from training.distributed import (
     normalize_setting,
     predict_spark,
     select_setting,
-    sparse_margin,
 )
 from training.metrics import evaluate
 
@@ -127,10 +114,6 @@ if TYPE_CHECKING:
 SEGMENT_TABLE = "segment_models"
 GLOBAL_KEY = "__global__"
 DEFAULT_MODEL_NAME = "ctr-segment-model"
-BUNDLE_FORMAT = "ctr-segment-bundle"
-BUNDLE_FORMAT_VERSION = 1
-SEGMENTS_FILE = "segments.npz"
-SEGMENTS_META = "segments.json"
 OK, FALLBACK, FAILED = "ok", "fallback", "failed"
 DONE = (OK, FALLBACK)
 RUN_ID_TAG = "segments_run_id"
@@ -386,11 +369,10 @@ def _refit(rows: SegmentRows, g: int, setting: Mapping[str, Any], bits: int, see
             row.update(test_log_loss=m["log_loss"], test_auc=m["auc"], test_normalized_entropy=m["normalized_entropy"],
                        test_calibration=m["calibration"])
             if global_model is not None:
-                from training.artifacts import sigmoid
-
                 g_idx, g_w, g_b = global_model
                 row_ids = np.repeat(np.arange(X_test.shape[0]), np.diff(X_test.indptr))
-                p = sigmoid(g_b + sparse_margin(X_test.indices, X_test.data, row_ids, X_test.shape[0], g_idx, g_w))
+                p = sigmoid(g_b + sorted_pairs_margin(X_test.indices, X_test.data, row_ids, X_test.shape[0],
+                                                      g_idx, g_w))
                 row["global_test_log_loss"] = evaluate(y_test, p)["log_loss"]
     except Exception as exc:  # recorded and retried by the driver, never fatal to the job
         row.update(status=FAILED, error=_error(exc), indices=np.zeros(0, np.int64), weights=np.zeros(0, np.float64),
@@ -764,82 +746,6 @@ def fit_segments(
 
 # -- the bundle -------------------------------------------------------------------------------
 
-@dataclass
-class SegmentBundle:
-    """Global model + per-segment weights, as read from a bundle directory (or assembled)."""
-
-    segment_column: str
-    bits: int
-    keys: np.ndarray  # str, sorted, unique
-    intercepts: np.ndarray
-    offsets: np.ndarray
-    indices: np.ndarray
-    weights: np.ndarray
-    n_train: np.ndarray
-    positives: np.ndarray
-    global_indices: np.ndarray
-    global_weights: np.ndarray
-    global_intercept: float
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    def __post_init__(self):
-        self.keys = np.asarray(self.keys, dtype=str)
-        self._lookup = {k: i for i, k in enumerate(self.keys.tolist())}
-        # composite (segment position, column) keys: one binary search scores every row
-        seg_of_entry = np.repeat(np.arange(self.keys.size, dtype=np.int64), np.diff(self.offsets))
-        self._composite = (seg_of_entry << np.int64(self.bits)) | self.indices.astype(np.int64)
-
-    @property
-    def n_features(self) -> int:
-        return 1 << int(self.bits)
-
-    def positions(self, segments) -> np.ndarray:
-        """Bundle position of each segment key (-1: no segment model, use the global one)."""
-        return np.fromiter((self._lookup.get(s, -1) if s is not None else -1 for s in segments),
-                           dtype=np.int64, count=len(segments))
-
-    def margins(self, positions: np.ndarray, col: np.ndarray, val: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
-        n = positions.size
-        col = col.astype(np.int64, copy=False)
-        glob = self.global_intercept + sparse_margin(col, val, row_ids, n, self.global_indices, self.global_weights)
-        has = positions >= 0
-        if not has.any():
-            return glob
-        entry_pos = positions[row_ids]
-        sel = entry_pos >= 0
-        seg = sparse_margin((entry_pos[sel] << np.int64(self.bits)) | col[sel], val[sel], row_ids[sel], n,
-                            self._composite, self.weights)
-        seg += np.where(has, self.intercepts[np.maximum(positions, 0)], 0.0)
-        return np.where(has, seg, glob)
-
-    def score_batch(self, segments: Sequence[str | None], X) -> np.ndarray:
-        """Click probabilities of CSR rows ``X`` whose segment keys are ``segments``."""
-        import scipy.sparse as sp
-
-        from training.artifacts import sigmoid
-
-        X = sp.csr_matrix(X)
-        if X.shape[1] != self.n_features:
-            raise ValueError(f"matrix has {X.shape[1]} columns, the bundle has {self.n_features}")
-        row_ids = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-        return sigmoid(self.margins(self.positions(list(segments)), X.indices, X.data, row_ids))
-
-    def score(self, segment: str | None, indices, values=None) -> float:
-        """One record (the bidder's path): its segment key and featurized (indices, values)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        val = np.ones(idx.size) if values is None else np.asarray(values, dtype=np.float64)
-        pos = np.array([self._lookup.get(segment, -1) if segment is not None else -1], dtype=np.int64)
-        from training.artifacts import sigmoid
-
-        return float(sigmoid(self.margins(pos, idx, val, np.zeros(idx.size, dtype=np.int64)))[0])
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"keys": self.keys, "intercepts": self.intercepts, "offsets": self.offsets, "indices": self.indices,
-                "weights": self.weights, "n_train": self.n_train, "positives": self.positives,
-                "bits": np.int64(self.bits)}
-
-
 def assemble_bundle(rows: Sequence, global_model: SparseWeights, segment_column: str,
                     meta: Mapping[str, Any] | None = None) -> SegmentBundle:
     """A bundle from the table's ``ok`` rows (segment, intercept, indices, weights, n_train,
@@ -862,86 +768,24 @@ def assemble_bundle(rows: Sequence, global_model: SparseWeights, segment_column:
 
 def write_bundle(bundle: SegmentBundle, global_model: SparseWeights, spec: FeatureSpec, out_dir,
                  extra: Mapping[str, Any] | None = None) -> Path:
-    """Write the bundle directory (format in the module docstring); returns its path.
-    Written in a temporary sibling and renamed into place."""
-    from training.artifacts import CHECKSUMS_FILE, save_model_dir, sha256_file
-
-    def dumps(obj) -> str:  # the layout of the files save_model_dir writes
-        return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"bundle directory {out_dir} already exists and is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model_dir = save_model_dir(global_model, spec.to_toml(), spec.fingerprint, tmp_root / "bundle", extra=extra)
-        with open(model_dir / SEGMENTS_FILE, "wb") as f:
-            np.savez(f, **bundle.arrays())
-        meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
+    """Write the bundle directory (:mod:`shared.model.bundle`): the global model's parts plus
+    ``segments.npz`` / ``segments.json``, all checksummed; it appears atomically. Returns its path."""
+    seg_meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
                 "segment_column": bundle.segment_column, "n_segments": int(bundle.keys.size),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **bundle.meta}
-        (model_dir / SEGMENTS_META).write_text(dumps(meta), encoding="utf-8")
-        checksums = json.loads((model_dir / CHECKSUMS_FILE).read_text(encoding="utf-8"))
-        checksums.update({name: sha256_file(model_dir / name) for name in (SEGMENTS_FILE, SEGMENTS_META)})
-        (model_dir / CHECKSUMS_FILE).write_text(dumps(checksums), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(model_dir, out_dir)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-    return out_dir
 
+    def write_segments(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **bundle.arrays())
 
-def load_bundle(path, loaded=None) -> SegmentBundle:
-    """Verify every checksum (global and segment files) and read a bundle directory.
-    ``loaded``: the directory's :func:`training.artifacts.load_model_dir` result, when the
-    caller already has it (its checksums are then not verified a second time)."""
-    from training.artifacts import ModelDirError, load_model_dir
+    def write_segments_meta(path: Path) -> None:
+        path.write_text(dumps(seg_meta) + "\n", encoding="utf-8")
 
-    path = Path(path)
-    if loaded is None:
-        loaded = load_model_dir(path)  # verifies all files listed in checksums.json
-    if SEGMENTS_FILE not in loaded.checksums or SEGMENTS_META not in loaded.checksums:
-        raise ModelDirError(f"{path}: not a segment bundle ({SEGMENTS_FILE} / {SEGMENTS_META} not in checksums)")
-    meta = json.loads((path / SEGMENTS_META).read_text(encoding="utf-8"))
-    if meta.get("format") != BUNDLE_FORMAT or meta.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ModelDirError(f"{path}: {SEGMENTS_META} declares format {meta.get('format')!r} "
-                            f"v{meta.get('format_version')!r}, expected {BUNDLE_FORMAT!r} v{BUNDLE_FORMAT_VERSION}")
-    try:
-        with np.load(path / SEGMENTS_FILE, allow_pickle=False) as z:
-            a = {k: z[k] for k in ("keys", "intercepts", "offsets", "indices", "weights", "n_train", "positives",
-                                   "bits")}
-    except (KeyError, ValueError, OSError) as exc:
-        raise ModelDirError(f"{path}: {SEGMENTS_FILE} is unreadable: {exc}") from None
-    keys, offsets, indices = a["keys"].astype(str), a["offsets"].astype(np.int64), a["indices"].astype(np.int64)
-    s, bits = keys.size, int(a["bits"])
-    problems = []
-    if bits != loaded.bits:
-        problems.append(f"bits {bits} != the global model's {loaded.bits}")
-    if s and np.any(keys[1:] <= keys[:-1]):
-        problems.append("keys must be sorted and unique")
-    if offsets.shape != (s + 1,) or offsets[0] != 0 or offsets[-1] != indices.size or np.any(np.diff(offsets) < 0):
-        problems.append("offsets do not delimit the entries")
-    elif indices.size:
-        first = np.zeros(indices.size, dtype=bool)
-        first[offsets[:-1][np.diff(offsets) > 0]] = True
-        if indices.min() < 0 or indices.max() >= (1 << bits) or np.any((np.diff(indices) <= 0) & ~first[1:]):
-            problems.append("indices must be strictly increasing per segment and within [0, 2**bits)")
-    if a["weights"].shape != indices.shape or a["intercepts"].shape != (s,):
-        problems.append("weights / intercepts have the wrong length")
-    elif not (np.isfinite(a["weights"]).all() and np.isfinite(a["intercepts"]).all()):
-        problems.append("non-finite weights or intercepts")
-    if problems:
-        raise ModelDirError(f"{path}: {SEGMENTS_FILE} is inconsistent: " + "; ".join(problems))
-    extra = {k: v for k, v in meta.items() if k not in ("segment_column",)}
-    return SegmentBundle(
-        segment_column=meta["segment_column"], bits=bits, keys=keys, intercepts=a["intercepts"].astype(np.float64),
-        offsets=offsets, indices=indices, weights=a["weights"].astype(np.float64),
-        n_train=a["n_train"].astype(np.int64), positives=a["positives"].astype(np.int64),
-        global_indices=loaded.indices, global_weights=loaded.weights, global_intercept=loaded.intercept,
-        meta=extra, path=path,
-    )
+    return write_model_dir(out_dir, indices=global_model.indices_, weights=global_model.weights_,
+                           intercept=global_model.intercept_, bits=int(global_model.bits_),
+                           spec=spec.to_toml().encode("utf-8"),
+                           meta=model_metadata(global_model, spec.fingerprint, extra),
+                           parts={SEGMENTS_FILE: write_segments, SEGMENTS_META: write_segments_meta})
 
 
 def predict_bundle_spark(featurized: "DataFrame", bundle: SegmentBundle, segment_col: str = SEGMENT_COL,
@@ -961,8 +805,6 @@ def predict_bundle_spark(featurized: "DataFrame", bundle: SegmentBundle, segment
 
     def score(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
         import pyarrow as pa
-
-        from training.artifacts import sigmoid
 
         b = SegmentBundle(**bc.value)
         for batch in batches:

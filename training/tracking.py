@@ -41,9 +41,9 @@ from typing import Any, Callable, Mapping
 
 from shared.config import Settings
 from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
-from training.artifacts import LoadedModel, load_model_dir
+from shared.model.format import LoadedModel, load_model_dir
+from shared.model.registry_io import CHAMPION, download_model_dir
 
-CHAMPION = "champion"
 DEFAULT_MARGIN = 0.001  # relative: the candidate must be at least 0.1 % better
 MODEL_DIR_ARTIFACT = "model_dir"
 PYFUNC_NAME = "model"
@@ -266,23 +266,6 @@ def rollback(settings: Settings, model_name: str, *, reason: str = "manual") -> 
         _canonical({"from": current.version, "to": target, "at": at, "reason": reason}),
     )
     return target
-
-
-def download_model_dir(settings: Settings, model_name: str, ref: str = CHAMPION, dst_path=None) -> Path:
-    """Download the plain model files of a version (``ref``: alias name or version
-    number) into ``dst_path`` (a new temp dir by default); returns the directory.
-    Read it with :func:`training.artifacts.load_model_dir`, which verifies checksums."""
-    import mlflow
-
-    client = _client(settings)
-    mv = client.get_model_version(model_name, ref) if str(ref).isdigit() \
-        else client.get_model_version_by_alias(model_name, ref)
-    uri = mv.tags.get("model_dir_uri")
-    if not uri:
-        raise ValueError(f"version {mv.version} of {model_name!r} has no model_dir_uri tag")
-    dst = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix=f"{model_name}-v{mv.version}-"))
-    dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
 
 
 # -- the gate ---------------------------------------------------------------------
