@@ -27,10 +27,12 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +75,6 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, s
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     out_chunks: list[str] = []
-    import threading
-
     reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
     reader.start()
     while proc.poll() is None:
@@ -217,6 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--crosses", action="store_true", help="also measure with the three true crosses")
     ap.add_argument("--skip-warm-start", action="store_true")
+    ap.add_argument("--only-warm-start", action="store_true", help="measure only the warm start")
     a = ap.parse_args(argv)
     a.test_rows = a.test_rows or a.rows // 11
     if not (a.peers_dir / "synth_criteo.py").exists():
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
                             for k, v in r.items() if isinstance(v, float | int))
         print(f"  {name:<22} {figures}", flush=True)
 
-    for rep in range(a.repeats):
+    for rep in range(0 if a.only_warm_start else a.repeats):
         print(f"repeat {rep + 1}/{a.repeats}", flush=True)
         record("ctr train (search)", ctr_train(home))
         record("ctr train (fixed)", ctr_train(home, "--search-space", str(fixed)))
@@ -250,6 +251,15 @@ def main(argv=None) -> int:
                 record("sklearn + crosses", peer_sklearn(a, peers_py, train, test, a.work, True))
         record("ftrl one pass", one_pass_throughput(home))
 
+    if runs:
+        summarize(a, runs)
+    if not a.skip_warm_start:
+        warm_start(a.work, home)
+    return 0
+
+
+def summarize(a, runs: dict[str, list[dict]]) -> None:
+    """Medians per measured command and the issue's ratios."""
     print(f"\nmedians over {a.repeats} repeats ({a.rows - a.test_rows:,} train rows, {a.test_rows:,} test rows)")
     for name, rs in runs.items():
         keys = [k for k in rs[0] if isinstance(rs[0][k], float | int)]
@@ -270,25 +280,24 @@ def main(argv=None) -> int:
         print(f"  with crosses ours {med(runs['ctr train + crosses'], 'test_log_loss'):.5f} vs best peer "
               f"{min(xpeers):.5f}")
 
-    if not a.skip_warm_start:
-        print("\nwarm start: champion on days 1-9 (train 1-8, validate 9), updated with day 10, test day 11")
-        warm_home = a.work / "home-warm"
-        if warm_home.exists():
-            import shutil
 
-            shutil.rmtree(warm_home)
-        warm_home.mkdir()
-        os.symlink(home / "warehouse", warm_home / "warehouse")
-        champion = ctr_train(warm_home, days=8)
-        update = ctr_train(warm_home, "--update", start="2014-01-10", days=1)
-        full = ctr_train(warm_home, days=9)
-        print(f"  champion (days 1-9, tested on day 10): {champion['wall_s']:.1f} s")
-        print(f"  update with day 10: {update['wall_s']:.1f} s, test log-loss {update['test_log_loss']:.5f}")
-        print(f"  full retrain on days 1-10: {full['wall_s']:.1f} s, test log-loss {full['test_log_loss']:.5f}")
-        rel = update["test_log_loss"] / full["test_log_loss"] - 1
-        print(f"  update vs full: {100 * rel:+.2f} % log-loss (target within 0.5 %), "
-              f"{update['wall_s'] / full['wall_s']:.2f}x the time")
-    return 0
+def warm_start(work: Path, home: Path) -> None:
+    """``ctr train --update`` with one new day against a full retrain on all the days."""
+    print("\nwarm start: champion on days 1-9 (train 1-8, validate 9), updated with day 10, test day 11")
+    warm_home = work / "home-warm"
+    if warm_home.exists():
+        shutil.rmtree(warm_home)
+    warm_home.mkdir()
+    os.symlink(home / "warehouse", warm_home / "warehouse")
+    champion = ctr_train(warm_home, days=8)
+    update = ctr_train(warm_home, "--update", start="2014-01-10", days=1)
+    full = ctr_train(warm_home, days=9)
+    print(f"  champion (days 1-9, tested on day 10): {champion['wall_s']:.1f} s")
+    print(f"  update with day 10: {update['wall_s']:.1f} s, test log-loss {update['test_log_loss']:.5f}")
+    print(f"  full retrain on days 1-10: {full['wall_s']:.1f} s, test log-loss {full['test_log_loss']:.5f}")
+    rel = update["test_log_loss"] / full["test_log_loss"] - 1
+    print(f"  update vs full: {100 * rel:+.2f} % log-loss (target within 0.5 %), "
+          f"{update['wall_s'] / full['wall_s']:.2f}x the time")
 
 
 if __name__ == "__main__":

@@ -196,3 +196,59 @@ def test_trials_as_spark_tasks_give_the_same_search(store, spark):
     assert on_spark.best_params == local.best_params
     assert mlflow.get_run(on_spark.parent_run_id).data.params["trials_on"] == "spark"
     assert len(_children(on_spark.parent_run_id)) == len(on_spark.trials)
+
+
+COST_SPACE = """
+[budget]
+trials = 6
+wall_seconds = 300
+trial_seconds = 0.05
+n_jobs = 2
+
+[halving]
+eta = 3
+min_fraction = 1.0
+
+[params.passes]
+distribution = "choice"
+values = [1, 1000]
+
+[fixed]
+engine = "ftrl"
+alpha = 0.1
+l2 = 1.0
+"""
+
+
+def test_work_budget_stops_costly_trials_and_they_are_not_ranked(store):
+    """A trial whose fit outlives trial_seconds is stopped by the engine (not just never
+    started) and cannot win; the budget report says so."""
+    result = run_search(Matrices(), store, parse_search_space(COST_SPACE), seed=3, experiment="search-test")
+    slow = [t for t in result.trials if t.params["passes"] == 1000]
+    fast = [t for t in result.trials if t.params["passes"] == 1]
+    assert slow and fast
+    assert all(t.status == "stopped" and "work budget" in t.error for t in slow)
+    assert all(t.fit_seconds < 1.0 for t in slow)  # 1000 passes would take seconds
+    assert all(t.status == "ok" for t in fast) and result.best_params["passes"] == 1
+    assert f"{len(slow)} stopped" in result.budget_report()
+    assert 0.0 < result.cpu_utilisation <= 1.0
+
+
+def test_rules_adapt_the_space_to_the_data():
+    space = load_search_space()
+    small, notes = space.adapt(5_000, 0.2)
+    assert small.fixed["downsample_rate"] == 1.0 and "downsample_rate" not in small.dimensions
+    assert "sklearn" in small.dimensions["engine"].values and len(notes) == 1
+    big, notes = space.adapt(5_000_000, 0.01)
+    assert "downsample_rate" in big.dimensions  # many rows at a low click rate: downsampling may pay
+    assert big.dimensions["engine"].values == ("ftrl",) and "sklearn skipped" in notes[0]
+    assert space.adapt(5_000_000, 0.2)[0].fixed["downsample_rate"] == 1.0  # high click rate
+
+
+def test_no_halving_rung_below_the_floor(store):
+    space = parse_search_space(SPACE.replace("trials = 5", "trials = 3").replace("[18, 19]", "[18]")
+                               + "\n[rules]\nhalving_min_rows = 800\n")
+    result = run_search(Matrices(), store, space, seed=5, experiment="search-test")
+    # 2,700 training rows: the 1/9 rung (300 rows) is skipped, halving starts at 1/3 (900 rows)
+    assert {t.n_rows for t in result.trials} == {900, 2700}
+    assert any("halving from" in n for n in result.notes)

@@ -80,8 +80,8 @@ class TrainResult:
         lines = [
             f"registered version {self.version}: {'PROMOTED to champion' if self.promoted else 'not promoted'}"
             f" ({self.gate_reason})",
-            f"  rows train/validation/test: {self.rows['train']:,} / {self.rows['validation']:,} / "
-            f"{self.rows['test']:,} (Delta version {self.delta_version})",
+            f"  rows {'/'.join(self.rows)}: {' / '.join(f'{n:,}' for n in self.rows.values())} "
+            f"(Delta version {self.delta_version})",
             f"  best params: {self.best_params}",
             f"  test log-loss {t['log_loss']:.5f}  NE {t['normalized_entropy']:.4f}  AUC {t['auc']:.4f}  "
             f"calibration {t['calibration']:.3f}  non-zero weights {self.n_nonzero:,}",

@@ -416,6 +416,8 @@ def log_training_run(
         "test_log_loss": _fmt(test_log_loss),
         "model_dir_uri": model_dir_uri,
         "git_commit": commit,
+        # lineage of a warm-started update travels with the version, not only its run
+        **{k: str(v) for k, v in (tags or {}).items() if k.startswith("lineage.")},
     }
     if model_uri.startswith("models:/"):
         mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
