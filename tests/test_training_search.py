@@ -202,7 +202,7 @@ COST_SPACE = """
 [budget]
 trials = 6
 wall_seconds = 300
-trial_seconds = 0.05
+trial_seconds = 0.01
 n_jobs = 2
 
 [halving]
@@ -217,6 +217,7 @@ values = [1, 1000]
 engine = "ftrl"
 alpha = 0.1
 l2 = 1.0
+bits = 18
 """
 
 

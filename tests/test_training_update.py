@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import date
 
 import mlflow
@@ -18,6 +17,7 @@ import scipy.sparse as sp
 from feature_store.arrow_reader import read_window_arrow
 from feature_store.public import import_file
 from feature_store.reader import Window
+from shared.config import load_settings
 from shared.featurize import Featurizer, load_spec
 from shared.model.registry_io import download_model_dir
 from training.artifacts import load_engine_state, load_model_dir
@@ -61,7 +61,7 @@ def world(tmp_path_factory, spark, spark_settings):
     home = tmp_path_factory.mktemp("update_home")
     path = home / "days.tsv"
     path.write_text("\n".join(criteo_rows(DAYS * PER_DAY)) + "\n")
-    settings = replace(spark_settings, home=home, mlflow_tracking_uri="", mlflow_artifact_root="")
+    settings = load_settings({"home": str(home), "spark_master": spark_settings.spark_master}, env={})
     import_file(spark, settings, "criteo", str(path), start_date=D1, days=DAYS)
     fixed = home / "fixed.toml"
     fixed.write_text(FIXED)
@@ -80,10 +80,10 @@ def test_train_then_update_continues_the_state_with_lineage(world):
     parent = download_model_dir(settings, "upd", "champion")
     state = load_engine_state(parent)
     assert state is not None and int(state["rows_seen"]) == 2 * 4 * PER_DAY  # two passes over days 1-4
-    assert load_model_dir(parent).metadata["parts"]["engine_state.npz"]["role"] == "ignore"
+    assert load_model_dir(parent).metadata["parts"]["engine_state.npz"] == "ignore"
 
     updated = update_from_champion(settings, _day(4), _day(5), table="criteo_observations", model_name="upd",
-                                   margin=-1.0)
+                                   margin=0.0)
     assert updated.version == "2" and updated.rows == {"train": PER_DAY, "test": PER_DAY}
     client = mlflow.MlflowClient()
     tags = client.get_model_version("upd", "2").tags

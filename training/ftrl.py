@@ -232,12 +232,12 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
                 if p > 0 and self.shuffle:
                     order = shuffler.permutation(order)
                 for start in range(0, order.size, CHUNK_ROWS):
+                    if deadline is not None and done and time.monotonic() > deadline:
+                        stopped = True  # work remains and the budget is spent
+                        break
                     stop = min(order.size, start + CHUNK_ROWS)
                     loss += _ftrl_rows(indptr, indices, data, yy, order, start, stop, z, n, *args)
                     done += stop - start
-                    if deadline is not None and time.monotonic() > deadline:
-                        stopped = True
-                        break
                 if stopped:
                     break
             if progress is not None:
@@ -251,9 +251,9 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
     def _finish(self, n_train: int, n_fit: int, seconds: float, stopped: bool, last_loss: float) -> None:
         z, n = self.state_.z, self.state_.n
         alpha, beta, l1, l2 = float(self.alpha), float(self.beta), float(self.l1), float(self.l2)
-        zc = z[:-1]
-        nz = np.flatnonzero(np.abs(zc) > l1)
-        w = (np.copysign(l1, zc[nz]) - zc[nz]) / ((beta + np.sqrt(n[:-1][nz])) / alpha + l2)
+        touched = np.flatnonzero(n[:-1])  # only updated coordinates can have a weight (small temporaries)
+        nz = touched[np.abs(z[touched]) > l1]
+        w = (np.copysign(l1, z[nz]) - z[nz]) / ((beta + np.sqrt(n[nz])) / alpha + l2)
         keep = w != 0.0
         self.indices_ = nz[keep].astype(np.int64)
         self.weights_ = w[keep].astype(np.float64)

@@ -241,7 +241,9 @@ def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Wind
 def _collect(wf: WindowFrames, name: str, parts: list, featurizer: Featurizer | None) -> None:
     if featurizer is not None:
         wf.labels[name] = np.concatenate([y for _, y in parts]) if parts else np.zeros(0, dtype=np.int8)
-        wf.matrices[name] = stack_csr([X for X, _ in parts], featurizer.spec.num_features)
+        blocks = [X for X, _ in parts]
+        parts.clear()  # the blocks list is the only reference left: each block is freed once copied
+        wf.matrices[name] = stack_csr(blocks, featurizer.spec.num_features)
         wf.rows[name] = int(wf.labels[name].size)
     else:
         wf.rows[name] = wf.frames[name].num_rows
