@@ -4,7 +4,7 @@ beside the best possible and a constant CTR, on generated rows, in process (no S
     .venv/bin/python benchmarks/bench_crosses.py                      # 250k and 1M training rows
     .venv/bin/python benchmarks/bench_crosses.py --interaction-scale 0  # control: a truth without interactions
 
-Data: :func:`feature_store.generator.generate_frame` (the impressions ``generate_logs`` writes,
+Data: :func:`synthetic.frame.generate_frame` (the impressions ``generate_logs`` writes,
 same streams, without files) for ``train-rows / 4`` impressions a day over 6 days: 4 training
 days, 1 validation day, 1 test day; default world (4,000 sites, 100 advertisers, 300k users),
 no drift inside the range (``drift_day = days``), labels = the generator's click draws (no
@@ -76,8 +76,9 @@ def expected_log_loss(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def run_size(train_rows: int, args) -> list[dict]:
-    from feature_store.generator import GeneratorConfig, generate_frame
     from shared.featurize import Featurizer, load_spec
+    from synthetic.config import GeneratorConfig
+    from synthetic.frame import generate_frame
     from training.metrics import evaluate
     from training.model import SparseLogisticRegression
 

@@ -1,6 +1,6 @@
 """Throughput of ``ctr generate``: impressions per minute on one core.
 
-Runs :func:`feature_store.generator.generate_logs` end to end (world and truth
+Runs :func:`synthetic.logs.generate_logs` end to end (world and truth
 model construction, drawing, JSON serialization, fault injection, clicks,
 truth parquet, manifest) with the default cardinalities, pinned to one CPU,
 ``--runs`` times into a scratch directory, and prints each run and the median.
@@ -28,7 +28,8 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feature_store.generator import JSON_BACKEND, GeneratorConfig, generate_logs  # noqa: E402
+from synthetic.config import GeneratorConfig  # noqa: E402
+from synthetic.logs import JSON_BACKEND, generate_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

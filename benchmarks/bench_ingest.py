@@ -30,11 +30,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep data here (default: a temp dir, removed)")
     args = ap.parse_args()
 
-    from feature_store.generator import GeneratorConfig, generate_logs
     from feature_store.ingest import day_files, ingest_range
     from feature_store.reader import Window, read_window, to_arrow
     from shared.config import load_settings
     from shared.spark import get_spark
+    from synthetic.config import GeneratorConfig
+    from synthetic.logs import generate_logs
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     settings = load_settings({"home": str(work), "spark_master": args.master})

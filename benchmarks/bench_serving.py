@@ -6,21 +6,21 @@
 
 What it does, all on 127.0.0.1:
 
-1. generates impressions with ``feature_store.generator`` (mapped by the ingest's parser),
+1. generates impressions with :mod:`synthetic.sample` (mapped by the ingest's parser),
    fits a ``SparseLogisticRegression`` on the shipped ``generated`` spec and registers it with
    ``training.tracking.log_training_run`` (with the pyfunc flavour) in a fresh MLflow SQLite
    store under a temporary data root;
 2. starts ``ctr serve`` (our server, one process, prediction log on) and
    ``mlflow models serve -m models:/<name>@champion --env-manager local`` (one uvicorn worker),
    each as its own process, and checks that both return the same CTRs for the same records;
-3. measures with :mod:`serving.loadgen` (open loop at a fixed rate; closed loop at a fixed
+3. measures with :mod:`synthetic.loadgen` (open loop at a fixed rate; closed loop at a fixed
    concurrency; batches of 100) throughput, p50/p90/p99/max latency and errors, plus each
    server's CPU time per request (from /proc, the whole process tree) and the client's own
    CPU per request; the client floor is measured against ``GET /healthz``;
 4. measures in process: featurize + score of one record and of 100, and body parsing with
    orjson + hand validation versus ``ScoreRequest.model_validate_json`` (pydantic).
 
-Every scenario is bounded in requests (``serving.loadgen.MAX_REQUESTS``) and seconds.
+Every scenario is bounded in requests (``synthetic.loadgen.MAX_REQUESTS``) and seconds.
 The machine is shared: the load average at start and end is printed with the results.
 
 Measured 2026-11-21 on the 2-vCPU machine (load average 1.7 at start, 1.3 at the end; one
@@ -51,7 +51,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from serving import loadgen  # noqa: E402
+from synthetic import loadgen  # noqa: E402
+from synthetic.sample import generate_impressions, register_model_dir, train_model_dir  # noqa: E402
 
 MODEL_NAME = "ctr-bench"
 
@@ -168,7 +169,6 @@ def in_process(model_dir: Path, fields: list[dict], reps: int = 2000) -> dict:
 # -- set-up --------------------------------------------------------------------------
 
 def build_registered_model(home: Path, n: int, seed: int):
-    from serving.sample import generate_impressions, register_model_dir, train_model_dir
     from shared.config import load_settings
 
     settings = load_settings({"home": str(home)}, env={})

@@ -3,7 +3,7 @@ with and without the crosses of the truly interacting fields, and where the time
 
     .venv/bin/python benchmarks/bench_training.py --train-rows 1000000 --workdir /tmp/bench-training
 
-Pipeline, as ``ctr`` runs it: :func:`feature_store.generator.generate_logs` (``--train-days``
+Pipeline, as ``ctr`` runs it: :func:`synthetic.logs.generate_logs` (``--train-days``
 training days of ``train-rows / train-days`` impressions, then one validation and one test
 day of the same size; no drift inside the range, so the comparison is about features) ->
 :func:`feature_store.ingest.ingest_range` into the Delta warehouse ->
@@ -125,11 +125,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
-    from feature_store.generator import GeneratorConfig, generate_logs
     from feature_store.ingest import ingest_range
     from shared.config import load_settings
     from shared.featurize import load_spec
     from shared.spark import get_spark
+    from synthetic.config import GeneratorConfig
+    from synthetic.logs import generate_logs
     from training.pipeline import Windows, train_from_warehouse
 
     per_day = args.train_rows // args.train_days

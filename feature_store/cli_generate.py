@@ -1,4 +1,4 @@
-"""``ctr generate``: write realistic bidder and click-tracker logs (see :mod:`feature_store.generator`)."""
+"""``ctr generate``: write realistic bidder and click-tracker logs (see :mod:`synthetic.logs`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from datetime import date
 from pathlib import Path
 
 from shared.config import Settings
+from synthetic.config import GeneratorConfig
+from synthetic.logs import generate_logs
 
 
 def _iso_date(text: str) -> date:
@@ -33,8 +35,7 @@ _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from feature_store.generator import GeneratorConfig
-
+    """Add ``ctr generate`` to ``subparsers``."""
     d = GeneratorConfig()
     p = subparsers.add_parser(
         "generate",
@@ -81,8 +82,8 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Generate the logs ``args`` describe and print what was written."""
     from shared.cli import CommandError
-    from feature_store.generator import GeneratorConfig, generate_logs
 
     out = Path(args.out) if args.out is not None else settings.raw_dir
     cfg = GeneratorConfig(

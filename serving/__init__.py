@@ -17,8 +17,8 @@ Modules:
 * :mod:`.server` - :func:`~serving.server.build_state`, :func:`~serving.server.running_server`
   (``with running_server(settings) as url:`` - uvicorn in a background thread) and
   :func:`~serving.server.serve_forever`.
-* :mod:`.cli` - ``ctr serve``; :mod:`.loadgen` - the async load generator;
-  :mod:`.sample` - generated traffic and a registered model for tests, benchmarks and demos.
+* :mod:`.cli` - ``ctr serve``. (The load generator and the sample traffic live in
+  :mod:`synthetic`.)
 
 Nothing here unpickles: models are read from ``weights.npz`` (``allow_pickle=False``), the
 spec TOML and JSON, through :func:`training.artifacts.load_model_dir`.

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from shared.config import Settings
+from shared.errors import ConfigurationError
 
 
 @dataclass
@@ -47,13 +48,14 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
     from datetime import date, timedelta
 
     from feature_store.aggregates import build_aggregates
-    from feature_store.generator import GeneratorConfig, generate_logs
     from feature_store.ingest import ingest_range
     from shared import spark as spark_mod
+    from synthetic.config import GeneratorConfig
+    from synthetic.logs import generate_logs
     from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
     if days < 4:
-        raise ValueError("the demo needs at least 4 days (train, validation, test and one more)")
+        raise ConfigurationError("the demo needs at least 4 days (train, validation, test and one more)")
     report = Report()
     settings.home.mkdir(parents=True, exist_ok=True)
     start = date(2026, 11, 1)
@@ -79,12 +81,13 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
 
     # The last day is held out for serving and monitoring; the three before it are train/validation/test.
     windows = Windows.consecutive(start, days - 3, 1, 1)
-    trained, secs = _timed(train_from_warehouse, spark, settings, windows, "generated_agg",
-                           trials=9, wall_seconds=240, seed=seed)
+    trained, secs = _timed(train_from_warehouse, spark, settings, windows, "generated_agg", seed=seed,
+                           progress=False)
     print(trained.summary(), flush=True)
     t = trained.metrics["test"]
     best = trained.best_possible_test_log_loss
-    report.step("train", secs, f"v{trained.version} {'promoted to champion' if trained.promoted else 'not promoted'}; "
+    report.step("train", secs, f"v{trained.version} ({trained.best_params.get('engine', 'sklearn')} engine, default "
+                f"search) {'promoted to champion' if trained.promoted else 'not promoted'}; "
                 f"test log-loss {t['log_loss']:.5f} (best possible {best:.5f}, constant CTR "
                 f"{trained.baseline_test_log_loss:.5f}), AUC {t['auc']:.3f}, calibration {t['calibration']:.3f}"
                 if best is not None else f"v{trained.version}: test log-loss {t['log_loss']:.5f}")

@@ -20,9 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import shared_data
-from feature_store import truth_model as tm
-from feature_store.generator import FAULT_KINDS, GeneratorConfig, generate_frame, generate_logs
 from shared.openrtb import MappingError, impression_fields
+from synthetic import truth as tm
+from synthetic.config import FAULT_KINDS, GeneratorConfig
+from synthetic.frame import generate_frame
+from synthetic.logs import generate_logs
 
 CFG = GeneratorConfig(
     days=2, impressions_per_day=3000, seed=7, drift_day=1,

@@ -1,7 +1,7 @@
 """The generator's interactions are strong enough to matter, and the spec's crosses learn them.
 
 On the default world (4,000 sites, 100 advertisers, 300k users) and in process
-(:func:`feature_store.generator.generate_frame`): the truth's interaction terms carry a stated
+(:func:`synthetic.frame.generate_frame`): the truth's interaction terms carry a stated
 share of the logit variance and of the expected log-loss, and a model with the ``generated``
 spec's crosses beats the same spec without them on the same rows, while on a truth without
 interactions (``interaction_scale=0``) the crosses buy nothing. Figures at larger sizes:
@@ -16,7 +16,10 @@ from datetime import date
 import numpy as np
 import pytest
 
-from feature_store.generator import GeneratorConfig, build_truth_model, build_world, generate_frame
+from synthetic.config import GeneratorConfig
+from synthetic.effects import build_truth_model
+from synthetic.frame import generate_frame
+from synthetic.world import build_world
 
 
 def _expected_log_loss(p: np.ndarray, q: np.ndarray) -> float:

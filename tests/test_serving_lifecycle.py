@@ -20,12 +20,12 @@ import numpy as np
 import orjson
 import pytest
 
-from serving import loadgen
 from serving.predlog import expand_line
 from serving.scorer import ModelLoadError, load_scorer
 from serving.server import ServeOptions, build_state
 from shared.cli import main as ctr_main
 from shared.config import load_settings
+from synthetic import loadgen
 from test_serving_support import (Served, copy_tampered_dir, metric_value, register, rewrite_model_dir,
                                   settings_with_home, store, tamper_registered_weights, w)
 from training.artifacts import CHECKSUMS_FILE, SPEC_FILE, sha256_file

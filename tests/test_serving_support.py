@@ -19,8 +19,8 @@ from urllib.request import url2pathname
 import numpy as np
 import pytest
 
-from serving.sample import generate_impressions, register_model_dir, train_model_dir
 from shared.featurize import Featurizer, FeatureSpec
+from synthetic.sample import generate_impressions, register_model_dir, train_model_dir
 from test_training_data import shared_store
 from training.artifacts import CHECKSUMS_FILE, META_FILE, MODEL_FILES, load_model_dir, sha256_file
 

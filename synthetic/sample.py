@@ -1,9 +1,10 @@
 """Realistic traffic and a real registered model, built from the platform's own generator.
 
-Used by the serving tests, ``benchmarks/bench_serving.py`` and the demo. Nothing here is a
-stand-in: impressions come from :func:`feature_store.generator.generate_logs` and are
-mapped with the warehouse ingest's own line parser (:func:`feature_store.parse.parse_impression`,
-which calls :func:`shared.openrtb.impression_fields`); the model is a
+Used by the serving tests, ``benchmarks/bench_serving.py``, :mod:`synthetic.loadgen` and the
+demo. Nothing here is a stand-in: impressions come from :func:`synthetic.logs.generate_logs`
+and are mapped with the warehouse ingest's own line parser
+(:func:`feature_store.parse.parse_impression`, which calls
+:func:`shared.openrtb.impression_fields`); the model is a
 :class:`training.model.SparseLogisticRegression` fitted on those records with the shipped
 ``generated`` spec, written with :func:`training.artifacts.save_model_dir` and registered
 with :func:`training.tracking.log_training_run`.
@@ -18,11 +19,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import orjson
 
+from feature_store.parse import parse_click, parse_impression
 from shared.config import Settings
+from shared.featurize import Featurizer, load_spec
+from shared.featurize.spec import SPECS_DIR
+from synthetic.config import GeneratorConfig
+from synthetic.logs import generate_logs
+from training.artifacts import save_model_dir
+from training.metrics import evaluate
+from training.model import SparseLogisticRegression
+from training.tracking import log_training_run
 
 DEFAULT_SPEC = "generated"
 ATTRIBUTION = timedelta(hours=24)
+# The model metadata's data source label (unchanged by the move to ``synthetic``).
+SOURCE_LABEL = "feature_store.generator"
 
 
 @dataclass(frozen=True)
@@ -40,11 +53,6 @@ class SampleImpression:
 def generate_impressions(n: int, seed: int = 1, workdir: str | Path | None = None,
                          start_date: str = "2026-11-01") -> list[SampleImpression]:
     """``n`` clean generated impressions (one UTC day, small world), with click labels."""
-    import orjson
-
-    from feature_store.generator import GeneratorConfig, generate_logs
-    from feature_store.parse import parse_click, parse_impression
-
     cfg = GeneratorConfig(start_date=start_date, days=1, impressions_per_day=n, seed=seed,
                           n_users=max(1000, n), n_sites=300, n_publishers=120, n_advertisers=40,
                           n_site_advertiser_pairs=200).without_faults()
@@ -76,13 +84,6 @@ def train_model_dir(impressions: Sequence[SampleImpression], out_dir: str | Path
     """Fit a sparse LR on the raw fields of ``impressions`` and write its model directory.
 
     The last ``holdout`` share is the test split; returns (model dir, test metrics)."""
-    from shared.featurize import Featurizer, load_spec
-    from training.artifacts import save_model_dir
-    from training.metrics import evaluate
-    from training.model import SparseLogisticRegression
-
-    from shared.featurize.spec import SPECS_DIR
-
     feature_spec = load_spec(spec)
     spec_path = Path(spec) if Path(spec).is_file() else SPECS_DIR / f"{spec}.toml"
     fz = Featurizer(feature_spec)
@@ -92,7 +93,7 @@ def train_model_dir(impressions: Sequence[SampleImpression], out_dir: str | Path
     model = SparseLogisticRegression(C=C, downsample_rate=downsample_rate, max_iter=100,
                                      random_state=seed).fit(X[:cut], y[:cut])
     test = evaluate(y[cut:], model.predict_proba(X[cut:])[:, 1])
-    meta = {"metrics": {"test": test}, "data_reference": {"source": "feature_store.generator", "rows": len(y)}}
+    meta = {"metrics": {"test": test}, "data_reference": {"source": SOURCE_LABEL, "rows": len(y)}}
     meta.update(extra or {})
     d = save_model_dir(model, spec_path, feature_spec.fingerprint, out_dir, extra=meta)
     return d, test
@@ -103,10 +104,8 @@ def register_model_dir(settings: Settings, model_dir: str | Path, model_name: st
     """Log and register ``model_dir`` (:func:`training.tracking.log_training_run`); returns
     the new version. The promotion gate applies: a version on a new ``test_window`` is not
     promoted while a champion exists (promote it with :func:`training.tracking.promote`)."""
-    from training.tracking import log_training_run
-
     run = log_training_run(settings, model_dir, model_name=model_name, metrics={"test": test_metrics},
-                           data_reference={"source": "feature_store.generator",
+                           data_reference={"source": SOURCE_LABEL,
                                            "windows": {"test": [test_window, test_window]}},
                            test_window=test_window, log_pyfunc=log_pyfunc, run_name=f"serving-sample-{test_window}")
     return run.version

@@ -16,8 +16,8 @@ drift date on, entries in ``drift.effects`` / ``drift.interactions`` replace (or
 to the tables) the corresponding base entries. ``key(value)`` is ``str(value)``
 (``4`` -> ``"4"``), so JSON tables are keyed by strings.
 
-The generator builds the model (``feature_store.generator``); this module only
-evaluates and (de)serializes it, and is what evaluation code should import.
+The generator builds the model (:func:`synthetic.effects.build_truth_model`); this
+module only evaluates and (de)serializes it, and is what evaluation code should import.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ class Drift:
 
 @dataclass(frozen=True)
 class TruthModel:
+    """The logistic ground truth: base logit, effect tables, hashed effects, interactions, drift."""
+
     base_logit: float
     effects: Mapping[str, Mapping[str, float]]
     hashed: tuple[HashedEffect, ...] = ()
@@ -161,6 +163,7 @@ def logit(model: TruthModel, fields: Mapping[str, Any], when: date | datetime) -
 
 
 def sigmoid(z: float) -> float:
+    """The logistic function, without overflow for large ``|z|``."""
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
@@ -184,6 +187,7 @@ def _inter_from_dict(d: Mapping[str, Any]) -> Interaction:
 
 
 def to_dict(model: TruthModel) -> dict[str, Any]:
+    """The model as the JSON document of ``truth/model.json``."""
     out: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "kind": "logistic",
@@ -213,6 +217,7 @@ def to_dict(model: TruthModel) -> dict[str, Any]:
 
 
 def from_dict(d: Mapping[str, Any]) -> TruthModel:
+    """The model of a ``truth/model.json`` document (:func:`to_dict`'s inverse)."""
     if d.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"unsupported truth model format_version {d.get('format_version')!r}")
     drift = None

@@ -12,15 +12,13 @@ Two modes, both bounded in requests and in time:
 
 Bodies are encoded before the run and cycled, so the client does no JSON work while
 measuring. The default client is a minimal keep-alive HTTP/1.1 client on asyncio protocols
-(``raw``); aiohttp and httpx are there to compare. Each result reports the client's own
-CPU time per request: measured against ``GET /healthz`` on this 2-vCPU machine, aiohttp
-spends ~120-280 us and httpx ~1-2 ms of CPU per request, enough to saturate the client
-before the server at 1,000 requests/s, so the benchmark uses ``raw``.
-Only loopback targets are accepted: this tool must not generate load elsewhere.
+(``raw``), the cheapest in client CPU per request (measured: ``docs/synthetic.md``);
+aiohttp and httpx are there to compare. Each result reports the client's own CPU time per
+request. Only loopback targets are accepted: this tool must not generate load elsewhere.
 
 Run it by hand against a running server::
 
-    python -m serving.loadgen --url http://127.0.0.1:8080 --rate 1000 --seconds 10 --batch 1
+    python -m synthetic.loadgen --url http://127.0.0.1:8080 --rate 1000 --seconds 10 --batch 1
 """
 
 from __future__ import annotations
@@ -37,12 +35,16 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
+import orjson
+
+from synthetic.sample import generate_impressions
 
 MAX_REQUESTS = 200_000
 MAX_SECONDS = 120.0
 
 
 def check_loopback(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` points at this machine."""
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return
@@ -56,6 +58,8 @@ def check_loopback(url: str) -> None:
 
 @dataclass
 class LoadResult:
+    """One measured run: counts, errors, latencies and the client's own CPU time."""
+
     name: str
     mode: str  # "rate" or "concurrency"
     target: float  # requests/s or workers
@@ -70,13 +74,16 @@ class LoadResult:
 
     @property
     def throughput(self) -> float:
+        """Successful requests per second."""
         return self.ok / self.seconds if self.seconds else 0.0
 
     def pct(self, q: float, sent: bool = False) -> float:
+        """The ``q``-th latency percentile in ms (from the due time, or from sending when ``sent``)."""
         a = self.sent_latencies_ms if sent else self.latencies_ms
         return float(np.percentile(a, q)) if a.size else float("nan")
 
     def summary(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict."""
         lat = self.latencies_ms
         return {
             "name": self.name, "mode": self.mode, "target": self.target, "requests": self.requests,
@@ -91,6 +98,7 @@ class LoadResult:
         }
 
     def line(self) -> str:
+        """The result on one line."""
         s = self.summary()
         target = f"{s['target']:g}/s" if self.mode == "rate" else f"c={s['target']:g}"
         errs = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())) or "0"
@@ -182,6 +190,7 @@ class HttpClient:
                     conn.transport.close()
 
     async def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send one request; return (status, body)."""
         if self.kind == "aiohttp":
             async with self.session.request(method, url, data=body, headers=headers) as resp:
                 return resp.status, await resp.read()
@@ -354,8 +363,6 @@ def run(coro):
 
 def score_bodies(field_dicts: Sequence[dict[str, Any]], batch: int, count: int = 200) -> list[bytes]:
     """``count`` encoded /v1/score bodies of ``batch`` records each, cycling through ``field_dicts``."""
-    import orjson
-
     out, k = [], 0
     for n in range(count):
         recs = []
@@ -370,8 +377,6 @@ def mlflow_bodies(field_dicts: Sequence[dict[str, Any]], batch: int, count: int 
                   columns: Sequence[str] | None = None) -> list[bytes]:
     """The same records as ``dataframe_records`` bodies for ``mlflow models serve`` /invocations
     (``columns``: keep only these keys, e.g. the spec's input columns)."""
-    import orjson
-
     out, k = [], 0
     for _ in range(count):
         recs = []
@@ -384,13 +389,13 @@ def mlflow_bodies(field_dicts: Sequence[dict[str, Any]], batch: int, count: int 
 
 
 def openrtb_bodies(requests: Sequence[dict[str, Any]], count: int = 200) -> list[bytes]:
-    import orjson
-
+    """``count`` encoded /v1/openrtb bodies, cycling through ``requests``."""
     return [orjson.dumps(requests[i % len(requests)]) for i in range(count)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.loadgen", description=__doc__.split("\n\n")[0])
+    """Load a running server with generated traffic and print the result."""
+    p = argparse.ArgumentParser(prog="python -m synthetic.loadgen", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True, help="server base URL (loopback only)")
     p.add_argument("--endpoint", default="/v1/score", help="path to load (default /v1/score)")
     g = p.add_mutually_exclusive_group()
@@ -403,8 +408,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--token", help="bearer token")
     args = p.parse_args(argv)
     check_loopback(args.url)
-    from serving.sample import generate_impressions
-
     imps = generate_impressions(args.impressions, seed=11)
     if args.endpoint == "/v1/openrtb":
         bodies = openrtb_bodies([i.bid_request for i in imps])
