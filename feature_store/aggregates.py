@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 from feature_store import tables
 from shared.aggregates import ENTITIES, KEY_SEPARATOR, LOOKBACK_DAYS
 from shared.config import Settings
+from shared.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -101,9 +102,9 @@ def build_aggregates(
     from feature_store.reader import Window, read_window
 
     if end < start:
-        raise ValueError(f"end date {end} is before start date {start}")
+        raise ConfigurationError(f"end date {end} is before start date {start}")
     if not lookbacks or min(lookbacks) < 1:
-        raise ValueError("look-backs must be whole days >= 1")
+        raise ConfigurationError("look-backs must be whole days >= 1")
     t0 = time.perf_counter()
     lookbacks = sorted(set(lookbacks))
     source = Window(start - timedelta(days=max(lookbacks)), end + timedelta(days=1))

@@ -31,14 +31,15 @@ from deltalake.exceptions import DeltaError
 from feature_store import tables
 from feature_store.reader import Window, WindowRead
 from shared.config import Settings
+from shared.errors import ConfigurationError, MissingInputError
 
 # Spark writes timestamps as INT96 by default; read them as microseconds (Spark's unit),
 # not pyarrow's default nanoseconds, which overflow outside 1677..2262.
 _PARQUET_READ = pds.ParquetReadOptions(coerce_int96_timestamp_unit="us")
 
 
-def _missing(path: str) -> FileNotFoundError:
-    return FileNotFoundError(f"no Delta table at {path} (run `ctr ingest` first)")
+def _missing(path: str) -> MissingInputError:
+    return MissingInputError(f"no Delta table at {path} (run `ctr ingest` first)")
 
 
 def latest_version(path: str | Path) -> int:
@@ -63,7 +64,7 @@ def open_version(path: str | Path, version: int | None = None) -> DeltaTable:
         except DeltaError:
             if version <= latest_version(path):
                 raise  # the version exists but cannot be loaded (e.g. its log was cleaned up)
-    raise ValueError(f"{path} has versions 0..{latest_version(path)}, not {version}")
+    raise ConfigurationError(f"{path} has versions 0..{latest_version(path)}, not {version}")
 
 
 def spark_arrow_type(t: pa.DataType) -> pa.DataType:
@@ -123,7 +124,7 @@ def read_window_arrow(
     if columns:
         unknown = sorted(set(columns) - set(names))
         if unknown:
-            raise ValueError(f"table {table} has no column(s) {', '.join(unknown)}; it has: {', '.join(names)}")
+            raise ConfigurationError(f"table {table} has no column(s) {', '.join(unknown)}; it has: {', '.join(names)}")
     selected = list(columns) if columns else names
     ds = window_dataset(dt, path, window)
     rows = (pds.field("date") >= window.start) & (pds.field("date") < window.end)  # exact, on any layout

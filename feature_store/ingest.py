@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Iterator
 from feature_store import tables
 from feature_store.parse import LineError, clip_raw, parse_click, parse_impression
 from shared.config import Settings
+from shared.errors import ConfigurationError, MissingInputError
 from shared.openrtb import RAW_FIELD_NAMES, RAW_FIELDS
 
 if TYPE_CHECKING:
@@ -187,10 +188,10 @@ def ingest_days(
     from pyspark.sql import functions as F
 
     if attribution_window_hours <= 0:
-        raise ValueError("attribution window must be positive")
+        raise ConfigurationError("attribution window must be positive")
     days = sorted(set(days))
     if not days:
-        raise ValueError("no days to ingest")
+        raise ConfigurationError("no days to ingest")
     raw_dir = Path(raw_dir or settings.raw_dir)
     t0 = time.perf_counter()
     run_id = uuid.uuid4().hex
@@ -202,7 +203,7 @@ def ingest_days(
         r = results[d.isoformat()]
         r.impression_files = day_files(raw_dir, "impressions", d)
         if not r.impression_files:
-            raise FileNotFoundError(f"no impression logs for {d} under {raw_dir / 'impressions'}")
+            raise MissingInputError(f"no impression logs for {d} under {raw_dir / 'impressions'}")
         impression_files += r.impression_files
         for k in range(days_of_clicks):
             r.click_files += day_files(raw_dir, "clicks", d + timedelta(days=k))
@@ -334,7 +335,7 @@ def _record_runs(spark: "SparkSession", settings: Settings, results: list[Ingest
 def ingest_range(spark, settings: Settings, start: date, end: date, **kwargs) -> list[IngestResult]:
     """Ingest each day in [start, end] (inclusive) in one pass and one commit."""
     if end < start:
-        raise ValueError(f"end date {end} is before start date {start}")
+        raise ConfigurationError(f"end date {end} is before start date {start}")
     days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
     results = ingest_days(spark, settings, days, **kwargs)
     for r in results:

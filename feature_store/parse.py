@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from shared.errors import InputError
 from shared.openrtb import MappingError, impression_fields, request_impressions
 
 #: Quarantine reason codes (stable: dashboards and tests count by them).
@@ -29,7 +30,7 @@ REASONS = (
 RAW_LINE_LIMIT = 4096  # bytes of an offending line kept in quarantine
 
 
-class LineError(ValueError):
+class LineError(InputError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason

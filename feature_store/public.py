@@ -92,6 +92,7 @@ from typing import TYPE_CHECKING
 
 from feature_store.parse import RAW_LINE_LIMIT
 from shared.config import Settings
+from shared.errors import ConfigurationError, InputError
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -126,7 +127,7 @@ def quarantine_table(source: str) -> str:
     return f"{source}_quarantine"
 
 
-class LayoutError(ValueError):
+class LayoutError(InputError):
     """A file that is not in the expected layout at all (its header); nothing is written."""
 
 
@@ -181,7 +182,7 @@ def detect_layout(source: str, first_line: str | None) -> Layout:
     is refused here rather than quarantined row by row (which would replace the dates it
     maps onto with nothing)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
+        raise ConfigurationError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if first_line is None:
         raise LayoutError(f"the {source} file is empty")
     line = first_line.lstrip("\ufeff")
@@ -485,9 +486,9 @@ def import_file(
     from pyspark.sql import functions as F
 
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
+        raise ConfigurationError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if days < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
+        raise ConfigurationError(f"days must be at least 1, got {days}")
     t0 = time.perf_counter()
     result = ImportResult(run_id=uuid.uuid4().hex, source=source)
     lines, result.source_file, n_lines, first_line = _numbered_lines(spark, path)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from feature_store import tables
 from shared.config import Settings
+from shared.errors import ConfigurationError, MissingInputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,7 +30,7 @@ class Window:
 
     def __post_init__(self):
         if self.end <= self.start:
-            raise ValueError(f"window end {self.end} must be after its start {self.start}")
+            raise ConfigurationError(f"window end {self.end} must be after its start {self.start}")
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
@@ -61,20 +62,20 @@ def resolve_version(spark: "SparkSession", path: str, version: int | None = None
     from pyspark.sql import functions as F
 
     if version is not None and timestamp is not None:
-        raise ValueError("give a version or a timestamp, not both")
+        raise ConfigurationError("give a version or a timestamp, not both")
     if not tables.table_exists(spark, path):
-        raise FileNotFoundError(f"no Delta table at {path} (run `ctr ingest` first)")
+        raise MissingInputError(f"no Delta table at {path} (run `ctr ingest` first)")
     history = DeltaTable.forPath(spark, path).history().select("version", "timestamp")
     latest = int(history.agg(F.max("version")).first()[0])
     if version is not None:
         if not 0 <= version <= latest:
-            raise ValueError(f"{path} has versions 0..{latest}, not {version}")
+            raise ConfigurationError(f"{path} has versions 0..{latest}, not {version}")
         return version
     if timestamp is not None:
         ts = timestamp.isoformat() if isinstance(timestamp, datetime) else str(timestamp)
         row = history.filter(F.col("timestamp") <= F.lit(ts).cast("timestamp")).agg(F.max("version")).first()
         if row[0] is None:
-            raise ValueError(f"{path} has no version committed at or before {ts}")
+            raise ConfigurationError(f"{path} has no version committed at or before {ts}")
         return int(row[0])
     return latest
 
@@ -95,12 +96,13 @@ def read_window(
     if columns:
         unknown = sorted(set(columns) - set(df.columns))
         if unknown:
-            raise ValueError(f"table {table} has no column(s) {', '.join(unknown)}; it has: {', '.join(df.columns)}")
+            raise ConfigurationError(f"table {table} has no column(s) {', '.join(unknown)}; "
+                                     f"it has: {', '.join(df.columns)}")
         df = df.select(*columns)
     return df, WindowRead(table=table, path=path, window=window, version=v, columns=tuple(df.columns))
 
 
-class WindowTooLargeError(ValueError):
+class WindowTooLargeError(ConfigurationError):  # the fix is a setting or a flag, not the data
     """A window bigger than the driver may collect (``spark.driver.maxResultSize``)."""
 
 

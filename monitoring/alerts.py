@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from monitoring import tables
 from shared.config import Settings
+from shared.errors import ConfigurationError, MissingInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -58,22 +59,22 @@ class Rule:
     def __post_init__(self):
         where = f"rule {self.name!r}"
         if self.source not in SOURCES:
-            raise ValueError(f"{where}: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            raise ConfigurationError(f"{where}: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         schema = tables.SCHEMAS[SOURCES[self.source]]
         if self.metric not in schema.names or not _numeric(schema.field(self.metric).type):
-            raise ValueError(f"{where}: {self.source} has no numeric column {self.metric!r}")
+            raise ConfigurationError(f"{where}: {self.source} has no numeric column {self.metric!r}")
         if self.kind not in KINDS:
-            raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise ConfigurationError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.kind == "range" and (self.min is None and self.max is None):
-            raise ValueError(f"{where}: a range rule needs min and/or max")
+            raise ConfigurationError(f"{where}: a range rule needs min and/or max")
         if self.kind != "range" and self.threshold is None:
-            raise ValueError(f"{where}: a {self.kind} rule needs a threshold")
+            raise ConfigurationError(f"{where}: a {self.kind} rule needs a threshold")
         if self.kind == "relative_increase" and (self.source != "metrics" or self.trailing_days < 1
                                                  or self.min_history < 1):
-            raise ValueError(f"{where}: relative_increase works on metrics, with trailing_days and "
-                             "min_history >= 1")
+            raise ConfigurationError(f"{where}: relative_increase works on metrics, with trailing_days and "
+                                     "min_history >= 1")
         if self.window not in ("day", "hour"):
-            raise ValueError(f"{where}: window must be 'day' or 'hour'")
+            raise ConfigurationError(f"{where}: window must be 'day' or 'hour'")
 
     def describe_threshold(self) -> str:
         if self.kind == "range":
@@ -114,16 +115,16 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"alert rules file {path} does not exist") from None
+        raise MissingInputError(f"alert rules file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
     rules = []
     for i, entry in enumerate(doc.get("rules", [])):
         unknown = set(entry) - _RULE_KEYS
         if unknown:
-            raise ValueError(f"{path}: rules[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
+            raise ConfigurationError(f"{path}: rules[{i}] has unknown key(s) {', '.join(sorted(unknown))}")
         if "name" not in entry:
-            raise ValueError(f"{path}: rules[{i}] has no name")
+            raise ConfigurationError(f"{path}: rules[{i}] has no name")
         entry = dict(entry)
         for key in ("slices", "exclude_fields"):
             if key in entry:
@@ -131,10 +132,10 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
         try:
             rules.append(Rule(**entry))
         except TypeError as exc:
-            raise ValueError(f"{path}: rules[{i}]: {exc}") from None
+            raise ConfigurationError(f"{path}: rules[{i}]: {exc}") from None
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: rule names must be unique")
+        raise ConfigurationError(f"{path}: rule names must be unique")
     hook = doc.get("webhook", {})
     return RuleSet(tuple(rules), str(hook.get("url", "") or ""), float(hook.get("timeout_seconds", 5.0)), str(path))
 

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from feature_store.cli_warehouse import iso_date
+from shared.errors import ConfigurationError, MissingInputError
 
 DASHBOARD_PORT = 8090  # `ctr serve` has 8080
 
@@ -188,12 +189,17 @@ def _policy(args):
 
     values = {}
     if args.policy:
-        doc = tomllib.loads(args.policy.read_text(encoding="utf-8"))
+        try:
+            doc = tomllib.loads(args.policy.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MissingInputError(f"policy file {args.policy} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{args.policy}: not valid TOML: {exc}") from None
         values.update(doc.get("policy", doc))
         known = {f.name for f in dataclasses.fields(Policy)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"{args.policy}: unknown policy key(s) {', '.join(sorted(unknown))}")
+            raise ConfigurationError(f"{args.policy}: unknown policy key(s) {', '.join(sorted(unknown))}")
         if "calibration_range" in values:
             values["calibration_range"] = tuple(values["calibration_range"])
     for name in ("max_age_hours", "budget_per_week", "cost_per_hour"):

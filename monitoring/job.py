@@ -30,6 +30,7 @@ from monitoring import tables
 from monitoring.alerts import AlertResult, RuleSet, load_rules, run_alerts
 from monitoring.live_metrics import MetricsConfig, MetricsResult, compute_metrics
 from shared.config import Settings
+from shared.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -169,7 +170,7 @@ def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date]
 
     days = sorted(set(days))
     if not days:
-        raise ValueError("no days to monitor")
+        raise ConfigurationError("no days to monitor")
     run_id = uuid.uuid4().hex
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

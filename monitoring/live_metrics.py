@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from feature_store import tables as warehouse
 from monitoring.tables import ALL, MISSING, OTHER, OVERALL
 from shared.config import Settings
+from shared.errors import ConfigurationError, MissingInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -69,14 +70,14 @@ class MetricsConfig:
 
         unknown = [f for f in self.slice_fields if f not in RAW_FIELD_NAMES]
         if unknown:
-            raise ValueError(f"unknown slice field(s) {', '.join(unknown)}; raw fields are: "
-                             f"{', '.join(RAW_FIELD_NAMES)}")
+            raise ConfigurationError(f"unknown slice field(s) {', '.join(unknown)}; raw fields are: "
+                                     f"{', '.join(RAW_FIELD_NAMES)}")
         if self.top_n < 1:
-            raise ValueError("top-N must be at least 1")
+            raise ConfigurationError("top-N must be at least 1")
         if not self.attribution_hours > 0:
-            raise ValueError("the attribution window must be positive")
+            raise ConfigurationError("the attribution window must be positive")
         if self.label_lookback_days is not None and self.label_lookback_days < 0:
-            raise ValueError("label look-back days must be >= 0")
+            raise ConfigurationError("label look-back days must be >= 0")
 
     def resolved_as_of(self) -> datetime:
         t = self.as_of or datetime.now(timezone.utc)
@@ -188,7 +189,7 @@ def observations_for(spark: "SparkSession", settings: Settings, days: Sequence[d
 
     path = settings.table_path(warehouse.OBSERVATIONS)
     if not warehouse.table_exists(spark, path):
-        raise FileNotFoundError(f"no observations table at {path} (run `ctr ingest` first)")
+        raise MissingInputError(f"no observations table at {path} (run `ctr ingest` first)")
     obs = spark.read.format("delta").load(path)
     if lookback_days is not None:
         lo = min(days) - timedelta(days=lookback_days)

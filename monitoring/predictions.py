@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from shared.config import Settings
+from shared.errors import MissingInputError
 from shared.openrtb import RAW_FIELD_NAMES
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def read_predictions(spark: "SparkSession", settings: Settings, days: Iterable[d
     root = Path(predictions_dir or settings.predictions_dir)
     files = [f for d in sorted(set(days)) for f in day_files(root, d)]
     if not files:
-        raise FileNotFoundError(f"no prediction logs for {', '.join(d.isoformat() for d in sorted(set(days)))} "
+        raise MissingInputError(f"no prediction logs for {', '.join(d.isoformat() for d in sorted(set(days)))} "
                                 f"under {root}")
     lines = (spark.read.schema(LOG_DDL).option("mode", "PERMISSIVE")
              .option("columnNameOfCorruptRecord", "_corrupt_record").json(files)

@@ -29,6 +29,7 @@ from feature_store import tables as warehouse
 from monitoring import registry, tables
 from monitoring.scheduler import Attempt, Decision, Inputs, Policy, decide, inputs_as_dict
 from shared.config import Settings
+from shared.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -122,10 +123,10 @@ def latest_final_day(spark: "SparkSession", settings: Settings, attribution_hour
 
     path = settings.table_path(warehouse.OBSERVATIONS)
     if not warehouse.table_exists(spark, path):
-        raise FileNotFoundError(f"no observations table at {path} (run `ctr ingest` first)")
+        raise MissingInputError(f"no observations table at {path} (run `ctr ingest` first)")
     days = sorted(r[0] for r in spark.read.format("delta").load(path).select("date").distinct().collect())
     if not days:
-        raise ValueError("the observations table is empty")
+        raise InputError("the observations table is empty")
     horizons, _ = label_horizons(spark, settings)
     if not horizons:
         return days[-2] if len(days) > 1 else days[-1]

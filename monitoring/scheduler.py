@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.errors import ConfigurationError
+
 RETRAIN, WAIT, GIVE_UP = "retrain", "wait", "give_up"
 
 
@@ -61,15 +63,15 @@ class Policy:
     def __post_init__(self):
         lo, hi = self.calibration_range
         if not lo < hi:
-            raise ValueError("calibration_range must be (low, high) with low < high")
+            raise ConfigurationError("calibration_range must be (low, high) with low < high")
         for name in ("max_age_hours", "hard_max_age_hours", "cost_per_hour", "default_run_hours",
                      "backoff_base_minutes", "backoff_max_hours"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
+                raise ConfigurationError(f"{name} must be positive")
         if self.hard_max_age_hours < self.max_age_hours:
-            raise ValueError("hard_max_age_hours must be >= max_age_hours")
+            raise ConfigurationError("hard_max_age_hours must be >= max_age_hours")
         if self.max_retries < 1:
-            raise ValueError("max_retries must be >= 1")
+            raise ConfigurationError("max_retries must be >= 1")
 
 
 @dataclass(frozen=True)

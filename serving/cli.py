@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from serving.lifecycle import DEFAULT_MODEL_NAME, DEFAULT_POLL_SECONDS
+from shared.errors import ConfigurationError
 
 
 def register(sub) -> None:
@@ -29,16 +30,14 @@ def run_serve(args, settings) -> int:
     import logging
     from pathlib import Path
 
-    from serving.scorer import ModelLoadError
     from serving.server import ServeOptions, serve_forever
-    from shared.cli import CommandError
 
     if args.poll_seconds < 0:
-        raise CommandError("--poll-seconds must be >= 0")
+        raise ConfigurationError("--poll-seconds must be >= 0")
     kwargs = {}
     if args.log_capacity is not None:
         if args.log_capacity < 1:
-            raise CommandError("--log-capacity must be >= 1")
+            raise ConfigurationError("--log-capacity must be >= 1")
         kwargs["log_capacity"] = args.log_capacity
     options = ServeOptions(
         model_name=args.model_name, alias=args.alias,
@@ -46,7 +45,4 @@ def run_serve(args, settings) -> int:
         poll_seconds=args.poll_seconds, token=ServeOptions.token_from_env(),
         prediction_log=not args.no_prediction_log, **kwargs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return serve_forever(settings, options)
-    except ModelLoadError as exc:
-        raise CommandError(str(exc)) from None
+    return serve_forever(settings, options)  # a ModelLoadError is an ArtifactError: one line from the CLI

@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from serving.schemas import MAX_ID_CHARS
+from shared.errors import CtrError
 from shared.openrtb import AD_KEYS, MappingError, impression_fields, request_impressions
 
 SCORE_KEYS = frozenset({"request_id", "records"})
@@ -25,7 +26,7 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", flo
                bool: "boolean", type(None): "null"}
 
 
-class ApiError(Exception):
+class ApiError(CtrError):  # statuses span the families (400/422 input, 401 auth, 503 not ready)
     """A request the API refuses: HTTP ``status``, error ``kind``, human ``message``."""
 
     def __init__(self, status: int, kind: str, message: str):

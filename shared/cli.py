@@ -2,7 +2,9 @@
 
 Command modules are imported for their ``register(subparsers)`` function only;
 heavy imports (Spark, MLflow, scikit-learn) happen inside the command bodies so
-``ctr --help`` stays instant.
+``ctr --help`` stays instant. The settings flags (``--home``, ``--port``, ...) are accepted
+before and after the subcommand. Declared errors (:mod:`shared.errors`) print one line;
+anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from shared.config import Settings, load_settings
+from shared.errors import ConfigurationError, CtrError
 
 # One line per module that contributes subcommands, in --help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -26,8 +29,34 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-class CommandError(Exception):
-    """An expected failure: printed as one line to stderr, exit status 2, no traceback."""
+class CommandError(ConfigurationError):
+    """Flags a command cannot run with: printed as one line to stderr, exit status 2, no traceback."""
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """The global settings flags. The top-level parser gets them with default None; every
+    subcommand parser again with ``argparse.SUPPRESS``, so they may follow the subcommand
+    (``ctr serve --port 9000``) and a value given there overrides one given before it."""
+    g = parser.add_argument_group("configuration (flag > environment > default)")
+    g.add_argument("--home", default=default, help="data root (env CTR_HOME, default ./ctr_home)")
+    g.add_argument("--spark-master", default=default,
+                   help="Spark master URL (env CTR_SPARK_MASTER, default local[*])")
+    g.add_argument("--mlflow-uri", dest="mlflow_tracking_uri", default=default,
+                   help="MLflow tracking URI (env MLFLOW_TRACKING_URI, default sqlite under the data root)")
+    g.add_argument("--host", default=default, help="server bind address (env CTR_HOST, default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=default, help="server port (env CTR_PORT, default 8080)")
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (``ctr models``, ``ctr models list``, ...), once each."""
+    seen: set[int] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if id(child) not in seen:  # aliases map several names to one parser
+                    seen.add(id(child))
+                    yield child
+                    yield from _subcommand_parsers(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,16 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctr",
         description="ctr-platform: click-prediction warehouse, training, serving and monitoring.",
     )
-    g = parser.add_argument_group("configuration (flag > environment > default)")
-    g.add_argument("--home", help="data root (env CTR_HOME, default ./ctr_home)")
-    g.add_argument("--spark-master", help="Spark master URL (env CTR_SPARK_MASTER, default local[*])")
-    g.add_argument("--mlflow-uri", dest="mlflow_tracking_uri",
-                   help="MLflow tracking URI (env MLFLOW_TRACKING_URI, default sqlite under the data root)")
-    g.add_argument("--host", help="server bind address (env CTR_HOST, default 127.0.0.1)")
-    g.add_argument("--port", type=int, help="server port (env CTR_PORT, default 8080)")
+    _add_setting_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for child in _subcommand_parsers(parser):
+        _add_setting_flags(child, argparse.SUPPRESS)
     return parser
 
 
@@ -56,6 +81,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``ctr`` command; a :class:`~shared.errors.CtrError` is one line on stderr and exit
+    status 2, any other exception is a bug and propagates with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -64,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         result = args.func(args, settings)
-    except (CommandError, ValueError, FileNotFoundError) as exc:
+    except CtrError as exc:  # a declared error (shared.errors): the user's to fix, one line
         print(f"ctr {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

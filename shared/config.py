@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from shared.errors import ConfigurationError
+
 ENV_PREFIX = "CTR_"
 
 
@@ -67,7 +69,7 @@ def _coerce(name: str, value: Any) -> Any:
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ValueError(f"setting {name!r} must be an integer, got {value!r}") from None
+            raise ConfigurationError(f"setting {name!r} must be an integer, got {value!r}") from None
     if name == "home":
         return Path(value).expanduser().resolve()
     return str(value)
@@ -95,6 +97,9 @@ def load_settings(
         if value is not None and value != "":
             values[name] = _coerce(name, value)
     values.setdefault("home", (cwd / "ctr_home").resolve())
+    home = values["home"]
+    if home.exists() and not home.is_dir():
+        raise ConfigurationError(f"setting 'home' (--home, {ENV_NAMES['home']}): {home} is not a directory")
     settings = Settings(**values)
     if not settings.mlflow_tracking_uri:
         settings = replace(settings, mlflow_tracking_uri=f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}")

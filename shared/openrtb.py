@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from shared.errors import InputError
+
 
 @dataclass(frozen=True)
 class RawField:
@@ -51,7 +53,7 @@ RAW_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in RAW_FIELDS)
 AD_KEYS = ("advertiser_id", "campaign_id", "creative_id", "creative_type")
 
 
-class MappingError(ValueError):
+class MappingError(InputError):
     """Input that cannot be mapped; ``reason`` is a short stable code for quarantine tables."""
 
     def __init__(self, reason: str, message: str):

@@ -16,12 +16,13 @@ import time
 from typing import TYPE_CHECKING
 
 from shared.config import Settings
+from shared.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-class SparkStartError(RuntimeError):
+class SparkStartError(ConfigurationError, RuntimeError):
     """Spark or Delta could not start; the message says what to do."""
 
 

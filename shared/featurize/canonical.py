@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.errors import InputError
+
 #: The ASCII whitespace characters stripped from both ends of a string.
 ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
@@ -62,7 +64,7 @@ _SPECIAL = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf,
             "nan": None, "+nan": None, "-nan": None}
 
 
-class FeaturizeError(ValueError):
+class FeaturizeError(InputError):
     """A raw value that cannot be featurized (wrong type, unparsable number)."""
 
 

@@ -55,6 +55,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from shared.errors import ConfigurationError
 from shared.featurize.canonical import canonical
 
 #: Version of the hashing scheme (key layout, canonical forms); part of every fingerprint.
@@ -77,7 +78,7 @@ _CROSS_KEYS = {"fields", "name"}
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
-class SpecError(ValueError):
+class SpecError(ConfigurationError):
     """A feature spec that is malformed, or does not fit the data it is applied to."""
 
 

@@ -1,0 +1,38 @@
+"""The platform's declared errors: one base class, three families.
+
+* :class:`InputError`: the data a user gave is wrong or missing (a log line, a
+  scoring record, an imported file, a table or window with nothing to work on).
+* :class:`ConfigurationError`: how the user asked is wrong (a setting, a command-line
+  flag, a feature spec, a search space, a policy or alert-rules file).
+* :class:`ArtifactError`: a model directory or registry entry that cannot be trusted
+  or read (missing file, checksum mismatch, a spec that does not reproduce the weights).
+
+Each family is also a :class:`ValueError`, so ``except ValueError`` keeps catching
+them; :class:`MissingInputError` is also a :class:`FileNotFoundError`.
+
+The ``ctr`` command prints a :class:`CtrError` as one line (``ctr <command>: error:
+<message>``, exit status 2) and lets every other exception propagate with its full
+traceback: anything outside these families is a bug, not a user's mistake.
+"""
+
+from __future__ import annotations
+
+
+class CtrError(Exception):
+    """Base of every error the platform declares; its message is meant for the user."""
+
+
+class InputError(CtrError, ValueError):
+    """Data, records or files a user gave that cannot be used as they are."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input the command needs does not exist (a log folder, a Delta table, a named file)."""
+
+
+class ConfigurationError(CtrError, ValueError):
+    """A setting, flag, feature spec, search space or policy that is invalid."""
+
+
+class ArtifactError(CtrError, ValueError):
+    """A model directory or registry entry that cannot be trusted or read."""
