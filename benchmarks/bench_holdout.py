@@ -79,7 +79,7 @@ TABLES = {"criteo": "criteo_observations", "avazu": "avazu_observations"}
 # One child Python runs the platform's ``ctr import`` for every split file (one Spark start).
 _IMPORT_CHILD = """
 import sys
-from shared.cli import main
+from ctr.cli import main
 dataset = sys.argv[1]
 for item in sys.argv[2:]:
     path, start = item.rsplit("@", 1)
@@ -177,7 +177,7 @@ def run_child(cmd: list[str], env: dict[str, str], what: str) -> tuple[str, floa
 
 def ctr_command() -> list[str]:
     exe = Path(sys.executable).parent / "ctr"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "shared.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ctr.cli"]
 
 
 def run_ours(o, layout: str, split_files: list[Path], starts: list[str], train_start: date, days: int,

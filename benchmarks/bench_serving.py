@@ -192,7 +192,7 @@ def start_servers(settings, version: str):
     logs = settings.home / "server-logs"
     logs.mkdir(exist_ok=True)
     ours = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "--home", str(settings.home), "--mlflow-uri", settings.mlflow_tracking_uri,
+        [sys.executable, "-m", "ctr.cli", "--home", str(settings.home), "--mlflow-uri", settings.mlflow_tracking_uri,
          "--port", str(ours_port), "serve", "--model-name", MODEL_NAME, "--poll-seconds", "30"],
         cwd=REPO, env=env, stdout=open(logs / "ours.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     mlflow_bin = Path(sys.executable).with_name("mlflow")

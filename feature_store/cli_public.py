@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from feature_store.cli_generate import _positive_int
-from feature_store.cli_warehouse import iso_date
+from shared.argtypes import positive_int
+from shared.argtypes import iso_date
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def register(sub) -> None:
     c.add_argument("--start-date", type=iso_date, default=DEFAULT_START_DATE,
                    help=f"date of the file's first row (default {DEFAULT_START_DATE.isoformat()}, a placeholder: "
                         "Criteo did not publish the dates)")
-    c.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS,
+    c.add_argument("--days", type=positive_int, default=DEFAULT_DAYS,
                    help=f"consecutive days the file's rows are spread over, in row order (default {DEFAULT_DAYS})")
     c.set_defaults(func=run_import)
     a = which.add_parser(
@@ -52,7 +52,7 @@ def _is_local(path: str) -> bool:
 
 
 def run_import(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     from feature_store.public import (
         IMPORT_RUNS, LayoutError, detect_layout, first_line_of_local_file, import_file, observations_table,

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-from datetime import date
 from pathlib import Path
 
-
-def iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+from shared.argtypes import iso_date
 
 
 def register(sub) -> None:
@@ -55,7 +48,7 @@ def register(sub) -> None:
 
 
 def run_ingest(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     if args.date and (args.start or args.end):
         raise CommandError("give either --date or --start/--end, not both")
@@ -94,7 +87,7 @@ def run_ingest(args, settings) -> int:
 
 
 def run_features_build(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     try:
         lookbacks = [int(x) for x in args.lookbacks.split(",") if x.strip()]

@@ -7,7 +7,7 @@ import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from feature_store.cli_warehouse import iso_date
+from shared.argtypes import iso_date
 from shared.errors import ConfigurationError, MissingInputError
 
 DASHBOARD_PORT = 8090  # `ctr serve` has 8080
@@ -97,7 +97,7 @@ def register(sub) -> None:
 
 
 def _days(args) -> list[date]:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     if args.date and (args.start or args.end):
         raise CommandError("give --date or --start/--end, not both")
@@ -113,7 +113,7 @@ def _days(args) -> list[date]:
 
 
 def run_monitor(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     days = _days(args)
     if not days and not args.check:
@@ -166,7 +166,7 @@ def _check_latest(spark, settings, rules, webhook) -> int:
     from feature_store import tables as warehouse
     from monitoring import tables
     from monitoring.alerts import run_alerts
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     path = settings.table_path(tables.METRICS)
     if not warehouse.table_exists(spark, path):
@@ -209,7 +209,7 @@ def _policy(args):
 
 
 def run_schedule(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     if args.train_days < 1:
         raise CommandError("--train-days must be at least 1")

@@ -36,3 +36,7 @@ class ConfigurationError(CtrError, ValueError):
 
 class ArtifactError(CtrError, ValueError):
     """A model directory or registry entry that cannot be trusted or read."""
+
+
+class CommandError(ConfigurationError):
+    """Flags a command cannot run with: printed as one line to stderr, exit status 2, no traceback."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from shared.errors import ConfigurationError
+
 # Log-line faults, in the order of :attr:`GeneratorConfig.line_fault_rates`.
 FAULT_KINDS = ("truncated", "invalid_json", "missing_impression_id", "bad_timestamp", "wrong_type")
 
@@ -70,31 +72,31 @@ class GeneratorConfig:
         if isinstance(self.start_date, str):
             object.__setattr__(self, "start_date", date.fromisoformat(self.start_date))
         if self.days < 1:
-            raise ValueError("days must be >= 1")
+            raise ConfigurationError("days must be >= 1")
         if self.impressions_per_day < 0:
-            raise ValueError("impressions_per_day must be >= 0")
+            raise ConfigurationError("impressions_per_day must be >= 0")
         if self.drift_day is not None and self.drift_day < 0:
-            raise ValueError("drift_day must be >= 0")
+            raise ConfigurationError("drift_day must be >= 0")
         for f in ("duplicate_rate", "truncated_rate", "invalid_json_rate", "missing_id_rate",
                   "bad_timestamp_rate", "wrong_type_rate", "duplicate_later_hour_share",
                   "app_share", "ctv_share", "late_click_share"):
             v = getattr(self, f)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{f} must be in [0, 1], got {v}")
+                raise ConfigurationError(f"{f} must be in [0, 1], got {v}")
         if sum(self.line_fault_rates) > 0.5:
-            raise ValueError("line fault rates add up to more than 0.5")
+            raise ConfigurationError("line fault rates add up to more than 0.5")
         if self.app_share + self.ctv_share >= 1.0:
-            raise ValueError("app_share + ctv_share must leave some web sites")
+            raise ConfigurationError("app_share + ctv_share must leave some web sites")
         if not 0.0 < self.base_ctr < 0.5:
-            raise ValueError("base_ctr must be in (0, 0.5)")
+            raise ConfigurationError("base_ctr must be in (0, 0.5)")
         for f in ("n_users", "n_sites", "n_publishers", "n_advertisers", "n_segments"):
             if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1")
+                raise ConfigurationError(f"{f} must be >= 1")
         for f in ("n_site_advertiser_pairs", "site_advertiser_sd", "context_match_lift", "interaction_scale"):
             if getattr(self, f) < 0:
-                raise ValueError(f"{f} must be >= 0")
+                raise ConfigurationError(f"{f} must be >= 0")
         if self.n_sites < 20:
-            raise ValueError("n_sites must be >= 20 (web, app and CTV inventory)")
+            raise ConfigurationError("n_sites must be >= 20 (web, app and CTV inventory)")
 
     @property
     def line_fault_rates(self) -> tuple[float, ...]:

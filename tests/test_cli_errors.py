@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pytest
 
-import shared.commands
-from shared.cli import CommandError, build_parser, main, settings_from_args
+from ctr import commands as ctr_commands
+from ctr.cli import build_parser, main, settings_from_args
+from shared.errors import CommandError
 from shared.errors import ArtifactError, ConfigurationError, CtrError, InputError, MissingInputError
 from shared.featurize import FeaturizeError, SpecError
 from shared.model.format import ModelDirError
 
 
 def ctr(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    """Run the installed ``ctr`` script (``python -m shared.cli`` without one) with a fresh data root."""
+    """Run the installed ``ctr`` script (``python -m ctr.cli`` without one) with a fresh data root."""
     exe = Path(sys.executable).with_name("ctr")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "shared.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ctr.cli"]
     env = {**os.environ, "CTR_HOME": str(tmp_path / "home")}
     return subprocess.run(cmd + list(argv), env=env, capture_output=True, text=True, timeout=120)
 
@@ -85,7 +86,7 @@ def test_a_programming_error_keeps_its_traceback(monkeypatch, error):
     def broken(args, settings):
         raise error
 
-    monkeypatch.setattr(shared.commands, "run_config", broken)
+    monkeypatch.setattr(ctr_commands, "run_config", broken)
     with pytest.raises(type(error)):
         main(["config"])
 
@@ -97,7 +98,7 @@ def test_a_declared_error_is_one_line(monkeypatch, capsys, error):
     def failing(args, settings):
         raise error
 
-    monkeypatch.setattr(shared.commands, "run_config", failing)
+    monkeypatch.setattr(ctr_commands, "run_config", failing)
     assert main(["config"]) == 2
     assert capsys.readouterr().err == f"ctr config: error: {error}\n"
 

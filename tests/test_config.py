@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import build_parser, main, settings_from_args
+from ctr.cli import build_parser, main, settings_from_args
 from shared.config import load_settings
 
 

@@ -490,8 +490,8 @@ def test_config_validation():
 
 
 def test_cli_generate(tmp_path, settings, capsys):
-    from feature_store import cli_generate
-    from shared.cli import CommandError
+    from synthetic import cli as cli_generate
+    from shared.errors import CommandError
 
     parser = argparse.ArgumentParser(prog="ctr")
     cli_generate.register(parser.add_subparsers(dest="command"))

@@ -121,7 +121,7 @@ def test_monitor_check_exit_status_and_idempotent_rerun(world, spark, tmp_path, 
     from delta.tables import DeltaTable
 
     from monitoring import tables
-    from shared.cli import main
+    from ctr.cli import main
 
     path = world.settings.table_path(tables.METRICS)
     dropped = {"run_id", "computed_at"}

@@ -75,7 +75,7 @@ def test_param_drift_from_registered_model_dirs(world, registered, spark):
 
 def test_schedule_dry_run_decides_and_records(world, registered, spark, tmp_path, capsys):
     from monitoring import tables
-    from shared.cli import main
+    from ctr.cli import main
 
     policy = tmp_path / "policy.toml"
     policy.write_text("[policy]\nmax_age_hours = 0.000001\nmin_hours_between_trainings = 0\n")

@@ -16,7 +16,7 @@ from feature_store import tables
 from feature_store.public import (
     AVAZU_COLUMNS, CRITEO_COLUMNS, LayoutError, detect_layout, import_file,
 )
-from shared.cli import main
+from ctr.cli import main
 from conftest import shared_data
 
 pytestmark = pytest.mark.spark

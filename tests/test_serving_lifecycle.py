@@ -23,7 +23,7 @@ import pytest
 from serving.predlog import expand_line
 from serving.scorer import ModelLoadError, load_scorer
 from serving.server import ServeOptions, build_state
-from shared.cli import main as ctr_main
+from ctr.cli import main as ctr_main
 from shared.config import load_settings
 from synthetic import loadgen
 from test_serving_support import (Served, copy_tampered_dir, metric_value, register, rewrite_model_dir,
@@ -203,7 +203,7 @@ def test_ctr_serve_process(tmp_path, w):
         port = sock.getsockname()[1]
     home = tmp_path / "home"
     env = {**os.environ, "CTR_API_TOKEN": "t0ken", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "--home", str(home), "--port", str(port), "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "ctr.cli", "--home", str(home), "--port", str(port), "serve",
                              "--model-dir", str(w.dirs["a"])], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

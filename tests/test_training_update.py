@@ -125,7 +125,7 @@ def test_ctr_train_prints_progress_and_the_budget(world):
     settings, _ = world
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CTR_", "MLFLOW_"))}
     env["CTR_HOME"] = str(settings.home)
-    out = subprocess.run([sys.executable, "-c", "from shared.cli import main; raise SystemExit(main())", "train", "--start", D1.isoformat(), "--train-days", "3",
+    out = subprocess.run([sys.executable, "-c", "from ctr.cli import main; raise SystemExit(main())", "train", "--start", D1.isoformat(), "--train-days", "3",
                           "--table", "criteo_observations", "--spec", "criteo", "--trials", "4",
                           "--model-name", "upd-cli"],
                          env=env, capture_output=True, text=True, timeout=600)

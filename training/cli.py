@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from feature_store.cli_warehouse import iso_date
+from shared.argtypes import iso_date
 
 
 def _data_args(p) -> None:
@@ -99,7 +99,7 @@ def register(sub) -> None:
 
 
 def run_train(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     for flag in ("train_days", "validation_days", "test_days"):
         if getattr(args, flag) < 1:
@@ -167,7 +167,7 @@ def run_train(args, settings) -> int:
 
 
 def run_backtest(args, settings) -> int:
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     if args.days < 1 or args.train_days < 1:
         raise CommandError("--days and --train-days must be at least 1")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Mapping
 
+from shared.errors import ConfigurationError
 
-class ParameterError(ValueError):
+
+class ParameterError(ConfigurationError):
     """A hyperparameter value outside its declared constraint."""
 
 

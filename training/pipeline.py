@@ -28,6 +28,7 @@ from feature_store.arrow_reader import read_window_arrow
 from feature_store.reader import Window, WindowRead, read_window, resolve_version, to_arrow
 from shared.aggregates import ENTITIES, feature_columns
 from shared.config import Settings
+from shared.errors import ArtifactError, InputError
 from shared.featurize import Featurizer, FeatureSpec, load_spec
 from shared.spark import get_spark
 from training.artifacts import load_engine_state, load_model_dir, save_model_dir
@@ -252,7 +253,7 @@ def _collect(wf: WindowFrames, name: str, parts: list, featurizer: Featurizer | 
 def _require_rows(wf: WindowFrames, name: str, table: str) -> None:
     if wf.rows[name] == 0:
         read = wf.reads[name]
-        raise ValueError(f"the {name} window {read.window} of {table} (Delta v{read.version}) has no rows")
+        raise InputError(f"the {name} window {read.window} of {table} (Delta v{read.version}) has no rows")
 
 
 def _engine_state(model) -> dict[str, np.ndarray] | None:
@@ -418,7 +419,7 @@ def update_from_champion(settings: Settings, new: Window, test: Window, *, table
         arrays = load_engine_state(parent_dir)
     meta = parent.metadata
     if arrays is None or meta.get("engine") != "ftrl":
-        raise ValueError(f"version {ref!r} of {model_name!r} has no saved engine state (engine "
+        raise ArtifactError(f"version {ref!r} of {model_name!r} has no saved engine state (engine "
                          f"{meta.get('engine', 'sklearn')!r}); --update continues ftrl versions only: "
                          f"run a full `ctr train` first")
     spec = FeatureSpec.from_toml(parent.spec_text, source=f"{model_name}@{ref}")

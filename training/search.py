@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from shared.errors import ConfigurationError
 from shared.featurize.spec import MAX_BITS, MIN_BITS
 from training.metrics import evaluate
 from training.engines import ENGINES, engine_of, make_estimator, supports_deadline
@@ -78,7 +79,7 @@ DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 MatrixMaker = Callable[[int | None], tuple[Any, Any, Any, Any]]
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(ConfigurationError):
     """A search-space file that is malformed or exceeds the hard limits."""
 
 
@@ -512,7 +513,7 @@ def run_search(
         space.budget.trial_seconds,
     )
     if budget.trials < 1 or budget.wall_seconds <= 0 or budget.n_jobs < 1:
-        raise ValueError(f"budget values must be positive: {budget}")
+        raise SearchSpaceError(f"budget values must be positive: {budget}")
     notes: list[str] = []
     if profile is not None:
         space, notes = space.adapt(*profile)

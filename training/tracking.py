@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from shared.config import Settings
+from shared.errors import ArtifactError, ConfigurationError
 from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
 from shared.model.format import LoadedModel, load_model_dir
 from shared.model.registry_io import CHAMPION, download_model_dir
@@ -246,10 +247,10 @@ def rollback(settings: Settings, model_name: str, *, reason: str = "manual") -> 
     client = _client(settings)
     current = _champion(client, model_name)
     if current is None:
-        raise ValueError(f"model {model_name!r} has no {CHAMPION!r} alias to roll back")
+        raise ArtifactError(f"model {model_name!r} has no {CHAMPION!r} alias to roll back")
     target = current.tags.get("champion.previous", "")
     if not target:
-        raise ValueError(
+        raise ArtifactError(
             f"champion version {current.version} of {model_name!r} records no previous champion to roll back to"
         )
     client.get_model_version(model_name, target)  # raises if it was deleted
@@ -283,7 +284,7 @@ def promotion_gate(
     """Decide whether ``version`` replaces the champion, record the decision as
     ``gate.*`` tags on the version, and move the alias when it wins."""
     if not 0.0 <= margin < 1.0:
-        raise ValueError(f"margin must be in [0, 1), got {margin}")
+        raise ConfigurationError(f"margin must be in [0, 1), got {margin}")
     if not math.isfinite(candidate_log_loss):
         raise ValueError(f"candidate log-loss must be finite, got {candidate_log_loss}")
     client = _client(settings)

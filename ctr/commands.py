@@ -29,6 +29,6 @@ def run_config(args, settings) -> int:
 
 
 def run_demo(args, settings) -> int:
-    from shared.demo import run
+    from ctr.demo import run  # deferred: the demo imports every stage and with them Spark, MLflow, scikit-learn
 
     return run(settings, days=args.days, per_day=args.per_day, seed=args.seed)

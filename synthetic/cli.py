@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from pathlib import Path
 
+from shared.argtypes import iso_date, non_negative_int, positive_int
 from shared.config import Settings
 from synthetic.config import GeneratorConfig
 from synthetic.logs import generate_logs
 
 
-def _iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,16 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Deterministic for a seed."
         ),
     )
-    p.add_argument("--days", type=_positive_int, default=d.days, help=f"days to generate (default {d.days})")
-    p.add_argument("--start-date", type=_iso_date, default=d.start_date,
+    p.add_argument("--days", type=positive_int, default=d.days, help=f"days to generate (default {d.days})")
+    p.add_argument("--start-date", type=iso_date, default=d.start_date,
                    help=f"first UTC day, YYYY-MM-DD (default {d.start_date.isoformat()})")
-    p.add_argument("--per-day", type=_non_negative_int, default=d.impressions_per_day,
+    p.add_argument("--per-day", type=non_negative_int, default=d.impressions_per_day,
                    help=f"impressions per day (default {d.impressions_per_day:,})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    p.add_argument("--drift-day", type=_non_negative_int, default=None,
+    p.add_argument("--drift-day", type=non_negative_int, default=None,
                    help="0-based day from which the drifted truth applies (default days // 2, at least 1)")
-    p.add_argument("--users", type=_positive_int, default=d.n_users, help=f"distinct users (default {d.n_users:,})")
-    p.add_argument("--sites", type=_positive_int, default=d.n_sites,
+    p.add_argument("--users", type=positive_int, default=d.n_users, help=f"distinct users (default {d.n_users:,})")
+    p.add_argument("--sites", type=positive_int, default=d.n_sites,
                    help=f"distinct sites and apps (default {d.n_sites:,})")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: <home>/raw)")
     p.add_argument("--no-faults", action="store_true",
@@ -83,7 +62,7 @@ def _size(n: int) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Generate the logs ``args`` describe and print what was written."""
-    from shared.cli import CommandError
+    from shared.errors import CommandError
 
     out = Path(args.out) if args.out is not None else settings.raw_dir
     cfg = GeneratorConfig(

@@ -8,9 +8,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+from urllib.parse import urlsplit
 
+from feature_store.aggregates import build_aggregates
+from feature_store.ingest import ingest_range
+from feature_store.reader import Window, read_window, to_arrow
+from monitoring.cli import DASHBOARD_PORT
+from monitoring.job import MonitorOptions, monitor_days
+from monitoring.schedule_job import run_schedule
+from serving.server import ServeOptions, running_server
+from shared import spark as spark_mod
 from shared.config import Settings
 from shared.errors import ConfigurationError
+from shared.openrtb import RAW_FIELD_NAMES
+from synthetic.config import GeneratorConfig
+from synthetic.logs import generate_logs
+from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
 
 @dataclass
@@ -45,14 +59,7 @@ def _timed(fn, *args, **kwargs):
 
 def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
     """generate logs -> ingest -> aggregate features -> train + register -> (serve, monitor as they land)."""
-    from datetime import date, timedelta
 
-    from feature_store.aggregates import build_aggregates
-    from feature_store.ingest import ingest_range
-    from shared import spark as spark_mod
-    from synthetic.config import GeneratorConfig
-    from synthetic.logs import generate_logs
-    from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
     if days < 4:
         raise ConfigurationError("the demo needs at least 4 days (train, validation, test and one more)")
@@ -98,13 +105,11 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
     monitored, secs = _timed(monitor_served, spark, settings)
     report.step("monitor", secs, monitored)
 
-    from monitoring.schedule_job import run_schedule
 
     outcome, secs = _timed(run_schedule, spark, settings, model_name=DEFAULT_MODEL_NAME, dry_run=True)
     decision = outcome.decision
     report.step("schedule", secs, f"decision: {decision.action} ({'; '.join(decision.reasons)})"
                 + (f"; would run: {outcome.command}" if outcome.command else ""))
-    from monitoring.cli import DASHBOARD_PORT
 
     print(report.render(settings))
     print(f"dashboards: .venv/bin/ctr --home {settings.home} dashboard   then open "
@@ -115,9 +120,7 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
 def monitor_served(spark, settings: Settings) -> str:
     """Metrics, drift and alerts for every day the prediction log holds (the job also writes the
     dashboards' export)."""
-    from datetime import date
 
-    from monitoring.job import MonitorOptions, monitor_days
 
     days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in settings.predictions_dir.glob("date=*"))
     run = monitor_days(spark, settings, days, MonitorOptions(truth=True))
@@ -128,14 +131,9 @@ def score_day_over_http(spark, settings: Settings, day, batch: int = 100) -> str
     """Start the bidder endpoint on the champion, score every observation of ``day`` through
     HTTP in batches (each prediction lands in the prediction log), stop it."""
     import http.client
-    from datetime import timedelta
-    from urllib.parse import urlsplit
 
     import orjson
 
-    from feature_store.reader import Window, read_window, to_arrow
-    from serving.server import ServeOptions, running_server
-    from shared.openrtb import RAW_FIELD_NAMES
 
     df, _ = read_window(spark, settings, Window(day, day + timedelta(days=1)), ["impression_id", *RAW_FIELD_NAMES])
     rows = to_arrow(df).to_pylist()

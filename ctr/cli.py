@@ -1,4 +1,4 @@
-"""The ``ctr`` command. Each stage registers its own subcommands.
+"""The ``ctr`` command. Each stage registers its own subcommands; this module imports them.
 
 Command modules are imported for their ``register(subparsers)`` function only;
 heavy imports (Spark, MLflow, scikit-learn) happen inside the command bodies so
@@ -10,27 +10,20 @@ anything else keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Iterator, Sequence
 
+from ctr import commands
+from feature_store import cli_public, cli_warehouse
+from monitoring import cli as monitoring_cli
+from serving import cli as serving_cli
 from shared.config import Settings, load_settings
-from shared.errors import ConfigurationError, CtrError
+from shared.errors import CommandError, CtrError  # noqa: F401  (CommandError: re-exported for callers)
+from synthetic import cli as synthetic_cli
+from training import cli as training_cli
 
-# One line per module that contributes subcommands, in --help order.
-COMMAND_MODULES: tuple[str, ...] = (
-    "shared.commands",
-    "feature_store.cli_generate",
-    "feature_store.cli_warehouse",
-    "feature_store.cli_public",
-    "training.cli",
-    "serving.cli",
-    "monitoring.cli",
-)
-
-
-class CommandError(ConfigurationError):
-    """Flags a command cannot run with: printed as one line to stderr, exit status 2, no traceback."""
+# The modules that contribute subcommands (each has ``register(subparsers)``), in --help order.
+COMMAND_MODULES = (commands, synthetic_cli, cli_warehouse, cli_public, training_cli, serving_cli, monitoring_cli)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, default: object) -> None:
@@ -66,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_setting_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     for child in _subcommand_parsers(parser):
         _add_setting_flags(child, argparse.SUPPRESS)
     return parser
