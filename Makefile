@@ -18,6 +18,9 @@ demo: $(STAMP)
 	$(BIN)/ctr demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean:

@@ -29,6 +29,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from shared.featurize import FeatureSpec, Featurizer
 from shared.model.format import check_spec, load_model_dir
+from training.environment import package_versions
 
 ARTIFACT_KEY = "model_dir"
 OUTPUT_COLUMN = "click_probability"
@@ -73,8 +74,6 @@ def input_example(spec: FeatureSpec) -> pd.DataFrame:
 
 
 def _pyfunc_kwargs(model_dir, **kwargs) -> dict:
-    from training.tracking import package_versions
-
     model_dir = Path(model_dir)
     model = load_model_dir(model_dir)  # refuse to package a directory that fails its checksums
     spec = FeatureSpec.from_toml(model.spec_text, source=str(model.spec_path))

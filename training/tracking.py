@@ -35,7 +35,6 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -44,14 +43,11 @@ from shared.errors import ArtifactError, ConfigurationError
 from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
 from shared.model.format import LoadedModel, load_model_dir
 from shared.model.registry_io import CHAMPION, download_model_dir
+from training.environment import KEY_PACKAGES, package_versions  # noqa: F401  (KEY_PACKAGES: part of the API)
 
 DEFAULT_MARGIN = 0.001  # relative: the candidate must be at least 0.1 % better
 MODEL_DIR_ARTIFACT = "model_dir"
 PYFUNC_NAME = "model"
-KEY_PACKAGES = (
-    "ctr-platform", "mlflow", "scikit-learn", "numpy", "scipy", "pandas", "pyarrow",
-    "mmh3", "pyspark", "delta-spark", "fastapi",
-)
 REPO_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -102,17 +98,6 @@ def git_dirty(repo_dir: Path | str = REPO_DIR) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return "unknown" if out.returncode != 0 else str(bool(out.stdout.strip())).lower()
-
-
-def package_versions(names=KEY_PACKAGES) -> dict[str, str]:
-    """Installed versions of the project's key packages ("not-installed" when absent)."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = "not-installed"
-    return versions
 
 
 def _canonical(obj) -> str:
