@@ -16,8 +16,8 @@ Builds featurized rows for ``--segments`` segments (``--rows`` rows each, 80 % t
   and appends with Delta's idempotent-write pair); a new run id each time, so every segment
   is fitted again;
 * **bare loop**: the same per-segment computation on the driver
-  (:func:`training.segments.rows_from_arrow` over all rows, then
-  :func:`training.segments.fit_segment_rows` segment after segment), the rows already in
+  (:func:`training.segment_rows.rows_from_arrow` over all rows, then
+  :func:`training.segment_fit.fit_segment_rows` segment after segment), the rows already in
   driver memory as Arrow (no collect, no table: a lower bound for a loop);
 * **collect + loop**: the bare loop plus collecting the rows from Spark (``toArrow``), where a
   one-machine loop over warehouse data starts;
@@ -30,30 +30,9 @@ processes falls on both), and the medians give models per second and the speed-u
 weights of the last Spark run (read back from the table) are checked to be identical to the
 loop's, segment by segment. ``--grid 2`` adds setting selection on validation (two values
 of C) to both sides; ``--pandas-loop`` also times the old-style loop (a pandas groupby and
-:func:`training.segments.fit_segment` per group) once.
+:func:`training.segment_fit.fit_segment` per group) once.
 
-Measured on the 2-core VM, shared with other engineers' jobs (their load is most of the
-load average), ``local[2]``, 1,000 segments x 300 rows, grid of 1, identical weights for
-all 1,000 segments, medians of 3 (models/s; speed-up = Spark / the other):
-
-    load avg   Spark (4 tasks)   bare loop      collect + loop   sequential job
-    4.6 - 5.4    98.1            188.3 (0.52x)  149.2 (0.66x)     79.6 (1.23x)
-    1.6 - 2.3   192.7            253.2 (0.76x)  218.1 (0.88x)    129.0 (1.49x)   (final code)
-
-Same command earlier, quieter machine (load 1.7 - 2.6, before the default went from 8 tasks
-to 4): Spark 229.8, bare loop 429.7 (0.53x), sequential job 225.5 (1.02x); with
-``--partitions 2`` (load 2.1 - 2.3, medians of 2): Spark 298.0, bare loop 375.3 (0.79x),
-collect + loop 0.95x, sequential job 1.74x. Before the buckets (one ``applyInPandas``
-group per segment, pandas per segment) the same benchmark gave 54.4 models/s warm against a
-156.8 models/s loop (0.35x), and 31.3 vs 121.2 (0.26x) at load 1.6 - 4.8.
-
-So the fan-out is now within 1.3 - 2x of a loop over rows already in driver memory and
-ahead of a sequential job that does the same table reads and writes, but not faster than
-the bare loop: the per-segment work itself got 2 - 3x cheaper for both sides (flat arrays
-built once per bucket, no pandas per segment), and what is left on the Spark side is fixed
-JVM cost per run (the shuffle, the Arrow conversion of 300,000 rows, the Delta commit, and
-the JIT compiler threads, which took 1 - 2.5 CPU-seconds per Spark job here, competing with
-the two Python workers for the two cores).
+Figures measured with it, and what they mean for the fan-out: ``docs/segments.md``.
 """
 
 from __future__ import annotations
@@ -66,6 +45,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from shared.config import load_settings
+from shared.spark import get_spark
+from training.distributed import SparseWeights, normalize_setting
+from training.segment_fit import fit_segment, fit_segment_rows, validate_segment_setting
+from training.segment_rows import rows_from_arrow
+from training.segment_table import SEGMENT_TABLE, append_new_rows, arrow_batch, fit_schema, read_segment_rows
+from training.segments import fit_segments
 
 FIELDS, VOCAB, BITS = 12, 30, 18
 
@@ -108,13 +95,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import pyarrow as pa
-
-    from shared.config import load_settings
-    from shared.spark import get_spark
-    from training.distributed import SparseWeights, normalize_setting
-    from training.segments import (SEGMENT_TABLE, _arrow_batch, _fit_schema, append_new_rows, fit_segment,
-                                   fit_segment_rows, fit_segments, read_segment_rows, rows_from_arrow,
-                                   validate_segment_setting)
 
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="bench-segments-")
     home = args.workdir or Path(tmp.name)
@@ -164,8 +144,8 @@ def main() -> None:
         rows = rows_from_arrow(data.toArrow())
         extra = {"run_id": run_id, "attempts": 1, "fingerprint": "", "delta_version": -1, "meta": "{}"}
         out = [{**extra, **r} for r in fit_segment_rows(rows, settings_list, BITS, **fit_kw)]
-        schema = _fit_schema()
-        results = spark.createDataFrame(pa.Table.from_batches([_arrow_batch(out, to_arrow(schema))]), schema)
+        schema = fit_schema()
+        results = spark.createDataFrame(pa.Table.from_batches([arrow_batch(out, to_arrow(schema))]), schema)
         t2 = time.perf_counter()
         append_new_rows(spark, settings, results, run_id=run_id, txn_version=len(done))
         t3 = time.perf_counter()

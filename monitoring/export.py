@@ -2,10 +2,11 @@
 
 Layout: ``<home>/monitoring/export/<table>/<partition column>=<value>/*.parquet``, each
 file holding full rows (the partition column included). Every monitoring job mirrors
-what it just committed to Delta here (:func:`mirror`), so the dashboard sees new rows
-without a JVM and starts in well under a second; :func:`refresh` rebuilds the whole
-export from the Delta tables with Spark (``ctr dashboard --refresh``), e.g. after a
-table was changed by hand or a mirror write failed.
+what it just committed to Delta there (:func:`monitoring.tables.write`), so the dashboard
+sees new rows without a JVM and starts in well under a second (:func:`load`,
+:func:`signature`); :func:`refresh` rebuilds the whole export from the Delta tables with
+Spark (``ctr dashboard --refresh``), e.g. after a table was changed by hand or a mirror
+write failed.
 """
 
 from __future__ import annotations
@@ -15,62 +16,23 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from monitoring import tables
+from monitoring.tables import export_dir
 from shared.config import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def export_dir(settings: Settings) -> Path:
-    return settings.home / "monitoring" / "export"
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def mirror(settings: Settings, name: str, table: pa.Table, partitions: Iterable[str], *, mode: str) -> None:
-    """Mirror rows just written to Delta table ``name`` (see :func:`monitoring.tables.write`)."""
-    from monitoring.tables import PARTITION
-
-    column = PARTITION[name]
-    root = export_dir(settings) / name
-    values = table.column(column).to_pylist() if table.num_rows else []
-    for part in sorted(set(partitions) | {str(v) for v in values}):
-        folder = root / f"{column}={part}"
-        rows = table.filter(pc.equal(table.column(column).cast(pa.string()), part)) \
-            if table.num_rows else table
-        if mode == "replace":
-            if rows.num_rows:
-                _write_atomic(rows, folder / "data.parquet")
-                for old in folder.glob("*.parquet"):
-                    if old.name != "data.parquet":
-                        old.unlink(missing_ok=True)
-            elif folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-        elif rows.num_rows:
-            _write_atomic(rows, folder / f"part-{uuid.uuid4().hex}.parquet")
-
-
 def load(settings: Settings, name: str) -> pa.Table:
     """Every exported row of table ``name`` (empty with the table's schema when none)."""
-    from monitoring.tables import SCHEMAS
-
-    schema = SCHEMAS[name]
+    schema = tables.SCHEMAS[name]
     files = sorted((export_dir(settings) / name).glob("*=*/*.parquet"))
     parts = []
     for f in files:
@@ -96,8 +58,6 @@ def signature(settings: Settings) -> tuple:
 
 def refresh(spark: "SparkSession", settings: Settings) -> dict[str, int]:
     """Rebuild the export of every monitoring table from Delta; returns rows per table."""
-    from monitoring import tables
-
     counts = {}
     root = export_dir(settings)
     root.mkdir(parents=True, exist_ok=True)

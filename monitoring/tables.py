@@ -6,16 +6,23 @@ Every monitoring job builds its (small, already aggregated) rows as a
 1. writes it to the Delta table, replacing the rows' partitions in one commit
    (:func:`feature_store.tables.replace_partitions`), so re-running a day gives the
    same table; and
-2. mirrors the same rows into the dashboard's export (:mod:`monitoring.export`), one
-   Parquet file per partition, so the dashboard reads them with pyarrow and never
-   needs a JVM. ``ctr dashboard --refresh`` rebuilds the export from the Delta tables.
+2. mirrors the same rows into the dashboard's export (:func:`mirror`), one Parquet file
+   per partition, so the dashboard reads them with pyarrow (:mod:`monitoring.export`,
+   which also rebuilds the export from the Delta tables) and never needs a JVM.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from feature_store import tables as warehouse
 from shared.config import Settings
@@ -188,8 +195,6 @@ def write(spark: "SparkSession", settings: Settings, name: str, table: pa.Table,
     replaced in one commit — partitions given but absent from ``table`` end up empty.
     ``mode="append"``: rows are appended (the decisions log). Returns the Delta version.
     """
-    from monitoring import export
-
     if table.schema != SCHEMAS[name]:
         table = table.cast(SCHEMAS[name])
     column = PARTITION[name]
@@ -205,7 +210,7 @@ def write(spark: "SparkSession", settings: Settings, name: str, table: pa.Table,
             version = warehouse.latest_version(spark, path)
     else:
         raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
-    export.mirror(settings, name, table, [str(p) for p in partitions], mode=mode)
+    mirror(settings, name, table, [str(p) for p in partitions], mode=mode)
     return version
 
 
@@ -250,3 +255,45 @@ def _spark_type(t: pa.DataType) -> str:
 
 def _spark_ddl(name: str) -> str:
     return ", ".join(f"{f.name} {_spark_type(f.type)}" for f in SCHEMAS[name])
+
+
+# -- the dashboard's export (read by monitoring.export) ---------------------------------------------
+
+def export_dir(settings: Settings) -> Path:
+    """The export's root: ``<home>/monitoring/export/<table>/<partition column>=<value>/*.parquet``."""
+    return settings.home / "monitoring" / "export"
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file that appears whole (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mirror(settings: Settings, name: str, table: pa.Table, partitions: Iterable[str], *, mode: str) -> None:
+    """Mirror rows just written to Delta table ``name`` (by :func:`write`) into the export:
+    ``mode="replace"`` rewrites each partition's folder as one file, ``"append"`` adds a file."""
+    column = PARTITION[name]
+    root = export_dir(settings) / name
+    values = table.column(column).to_pylist() if table.num_rows else []
+    for part in sorted(set(partitions) | {str(v) for v in values}):
+        folder = root / f"{column}={part}"
+        rows = table.filter(pc.equal(table.column(column).cast(pa.string()), part)) \
+            if table.num_rows else table
+        if mode == "replace":
+            if rows.num_rows:
+                _write_atomic(rows, folder / "data.parquet")
+                for old in folder.glob("*.parquet"):
+                    if old.name != "data.parquet":
+                        old.unlink(missing_ok=True)
+            elif folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+        elif rows.num_rows:
+            _write_atomic(rows, folder / f"part-{uuid.uuid4().hex}.parquet")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.spark
 
 def _table(spark, settings, run_id):
     from feature_store import tables
-    from training.segments import SEGMENT_TABLE
+    from training.segment_table import SEGMENT_TABLE
 
     path = settings.table_path(SEGMENT_TABLE)
     rows = spark.read.format("delta").load(path).filter(f"run_id = '{run_id}'").collect()
@@ -25,10 +25,12 @@ def _table(spark, settings, run_id):
 def test_segments_fallback_resume_without_refits_and_bundle(spark, tmp_path_factory, tmp_path, capsys):
     from feature_store.reader import read_window, to_arrow
     from shared.featurize import Featurizer
+    from shared.model.bundle import load_bundle
     from training.artifacts import ModelDirError, load_model_dir
     from training.metrics import evaluate
     from training.pipeline import Windows
-    from training.segments import GLOBAL_KEY, load_bundle, train_segments_from_warehouse
+    from training.segment_table import GLOBAL_KEY
+    from training.segments import train_segments_from_warehouse
     from training.tracking import download_model_dir
 
     settings = tiny_warehouse(tmp_path_factory, spark)
@@ -179,7 +181,9 @@ def test_segments_sharing_a_task_match_fits_alone_and_a_failure_stays_put(spark,
     segment whose fit raises fails (and is retried) without taking its bucket-mates down.
     The first job is a fresh run (fit + append in one job), the re-run reads the table."""
     from training.distributed import SparseWeights, normalize_setting
-    from training.segments import fit_segment, fit_segment_rows, fit_segments, rows_from_pandas
+    from training.segment_fit import fit_segment, fit_segment_rows
+    from training.segment_rows import rows_from_pandas
+    from training.segments import fit_segments
 
     settings = tiny_warehouse(tmp_path_factory, spark)
     pdf = _segment_frame()
@@ -233,7 +237,8 @@ def test_segment_rows_isolate_bad_rows_and_ignore_row_order():
     label) fail that segment only; the canonical order makes the fit independent of how the
     rows arrive."""
     from training.distributed import normalize_setting
-    from training.segments import fit_segment_rows, rows_from_pandas
+    from training.segment_fit import fit_segment_rows
+    from training.segment_rows import rows_from_pandas
 
     pdf = _segment_frame()
     pdf.loc[pdf["_segment"] == "s3", "label"] = 0

@@ -15,10 +15,10 @@ until the test window's predictions are collected for :func:`training.metrics.ev
    (:class:`SparseWeights`, written by :func:`training.artifacts.save_model_dir`), so the
    bidder serves an MLlib model like any other;
 4. validation and test windows are scored *with those converted weights* in Spark
-   (:func:`predict_spark`: the bidder's arithmetic, not MLlib's ``transform``) and the
-   (label, probability) pairs are collected for ``evaluate``; then the run is logged,
-   registered and gated by :func:`training.tracking.log_training_run` exactly as the
-   scikit-learn path does.
+   (:func:`training.spark_scoring.predict_spark`: the bidder's arithmetic, not MLlib's
+   ``transform``) and the (label, probability) pairs are collected for ``evaluate``; then
+   the run is logged, registered and gated by :func:`training.tracking.log_training_run`
+   exactly as the scikit-learn path does.
 
 Regularisation mapping
 ----------------------
@@ -57,18 +57,23 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from feature_store.reader import read_window
 from shared.config import Settings
 from shared.featurize import FeatureSpec, load_spec
+from shared.featurize.spark import featurize_spark
 from shared.model.bundle import SEGMENTS_META, load_bundle
 from shared.model.scoring import sigmoid, sorted_pairs_margin
 from training.artifacts import save_model_dir
 from training.metrics import evaluate
+from training.model import PENALTIES
+from training.pipeline import DEFAULT_MODEL_NAME, TrainResult, Windows, best_possible_log_loss, read_truth
+from training.search import HARD_LIMITS
+from training.spark_scoring import collect_predictions, flat_list, predict_bundle_spark, predict_spark
+from training.tracking import DEFAULT_MARGIN, log_training_run
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
-
-    from training.pipeline import TrainResult, Windows
 
 ENGINE = "mllib"
 #: Hyperparameters of one training setting (the scikit-learn path's names and meaning).
@@ -86,9 +91,6 @@ ROWS_PER_PARTITION = 250_000
 def normalize_setting(setting: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``setting`` with every key of :data:`SETTING_KEYS` filled from :data:`DEFAULT_SETTING`,
     coerced to its type and checked against the search's hard limits."""
-    from training.model import PENALTIES
-    from training.search import HARD_LIMITS
-
     out = dict(DEFAULT_SETTING)
     for key, value in (setting or {}).items():
         if key not in SETTING_KEYS:
@@ -246,13 +248,6 @@ class SparseWeights:
 
 # -- Spark side ---------------------------------------------------------------------------------
 
-def _flat(list_array: "pa.Array") -> tuple[np.ndarray, np.ndarray]:
-    """(flat values, offsets from 0) of an Arrow list array, respecting slicing."""
-    offsets = np.asarray(list_array.offsets, dtype=np.int64)
-    flat = np.asarray(list_array.flatten())
-    return flat, offsets - offsets[0]
-
-
 def to_vectors(df: "DataFrame", n_features: int, keep: Sequence[str] = ("label",), indices_col: str = "indices",
                values_col: str = "values", output_col: str = "features") -> "DataFrame":
     """``keep`` columns plus an MLlib ``SparseVector`` column of size ``n_features`` built from
@@ -270,8 +265,8 @@ def to_vectors(df: "DataFrame", n_features: int, keep: Sequence[str] = ("label",
 
         for b in batches:
             n = b.num_rows
-            ind_flat, offsets = _flat(b.column(indices_col))
-            val_flat, _ = _flat(b.column(values_col))
+            ind_flat, offsets = flat_list(b.column(indices_col))
+            val_flat, _ = flat_list(b.column(values_col))
             offs = pa.array(offsets.astype(np.int32))
             vec = pa.StructArray.from_arrays(
                 [pa.array(np.zeros(n, dtype=np.int8)), pa.array(np.full(n, size, dtype=np.int32)),
@@ -313,6 +308,7 @@ def fit_mllib(featurized: "DataFrame", setting: Mapping[str, Any] | None, bits: 
                       keep=(label_col,)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = data.groupBy().agg(F.count(F.lit(1)).alias("n"), F.sum(label_col).alias("pos")).first()
+        assert counts is not None  # a global aggregation has one row
         n_fit, positives = int(counts["n"]), int(counts["pos"] or 0)
         if positives == 0 or positives == n_fit:
             raise ValueError(f"training data needs both clicks and non-clicks ({positives} positives of {n_fit} rows)")
@@ -343,44 +339,12 @@ def fit_mllib(featurized: "DataFrame", setting: Mapping[str, Any] | None, bits: 
     )
 
 
-def predict_spark(featurized: "DataFrame", model: SparseWeights, keep: Sequence[str] = ("impression_id", "label"),
-                  output_col: str = "p") -> "DataFrame":
-    """``keep`` columns plus the click probability of each featurized row under ``model``'s
-    sparse weights (the arithmetic the bidder does, in float64)."""
-    from pyspark.sql.types import DoubleType, StructField, StructType
-
-    keep = list(keep)
-    schema = StructType([featurized.schema[c] for c in keep] + [StructField(output_col, DoubleType(), False)])
-    w_idx, w_val, intercept = model.indices_, model.weights_, model.intercept_
-    bc = featurized.sparkSession.sparkContext.broadcast((w_idx, w_val, intercept))
-
-    def score(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
-        import pyarrow as pa
-
-        idx, val, b0 = bc.value
-        for b in batches:
-            col, offsets = _flat(b.column("indices"))
-            vals, _ = _flat(b.column("values"))
-            row_ids = np.repeat(np.arange(b.num_rows), np.diff(offsets))
-            p = sigmoid(b0 + sorted_pairs_margin(col, vals, row_ids, b.num_rows, idx, val))
-            yield pa.RecordBatch.from_arrays([b.column(c) for c in keep] + [pa.array(p, pa.float64())],
-                                             names=[*keep, output_col])
-
-    return featurized.select(*keep, "indices", "values").mapInArrow(score, schema)
-
-
-def collect_predictions(predictions: "DataFrame", output_col: str = "p") -> tuple[np.ndarray, np.ndarray, "pa.Table"]:
-    """(labels, probabilities, the collected Arrow table) of a :func:`predict_spark` frame."""
-    table = predictions.toArrow()
-    return (table.column("label").to_numpy().astype(np.int8), table.column(output_col).to_numpy(), table)
-
-
 # -- warehouse window -> registered version --------------------------------------------------------
 
 SPLIT_COL = "_split"
 
 
-def read_featurized(spark: "SparkSession", settings: Settings, windows: "Windows", spec: FeatureSpec, *,
+def read_featurized(spark: "SparkSession", settings: Settings, windows: Windows, spec: FeatureSpec, *,
                     table: str = "observations", delta_version: int | None = None,
                     extra: Mapping[str, Any] | None = None) -> tuple["DataFrame", dict, dict, int]:
     """The three windows read at one pinned Delta version, unioned with a ``_split`` column
@@ -390,9 +354,6 @@ def read_featurized(spark: "SparkSession", settings: Settings, windows: "Windows
     ``impression_id``, ``label``, ``_split``, ``indices`` and ``values``. Returns (the featurized
     frame, the raw frames by split with all columns, the WindowRead per split, the version)."""
     from pyspark.sql import functions as F
-
-    from feature_store.reader import read_window
-    from shared.featurize.spark import featurize_spark
 
     raws, reads, parts = {}, {}, []
     version = delta_version
@@ -406,6 +367,7 @@ def read_featurized(spark: "SparkSession", settings: Settings, windows: "Windows
         parts.append(part)
     union = parts[0].unionByName(parts[1]).unionByName(parts[2])
     keep = ["impression_id", "label", SPLIT_COL, *(extra or {})]
+    assert version is not None  # set by the first read
     return featurize_spark(union, spec, keep=keep), raws, reads, int(version)
 
 
@@ -426,13 +388,9 @@ def score_champion_in_spark(raw_test: "DataFrame", loaded) -> float:
     champion's own spec (a segment bundle is scored as a bundle)."""
     from pyspark.sql import functions as F
 
-    from shared.featurize.spark import featurize_spark
-
     champion_spec = FeatureSpec.from_toml(loaded.spec_text, source="champion")
     bundle_file = Path(loaded.path) / SEGMENTS_META
     if bundle_file.is_file():
-        from training.segments import predict_bundle_spark
-
         bundle = load_bundle(loaded.path)
         feats = featurize_spark(raw_test.withColumn("__segment", F.col(bundle.segment_column).cast("string")),
                                 champion_spec, keep=["impression_id", "label", "__segment"])
@@ -449,7 +407,7 @@ def select_setting(train: "DataFrame", validation: "DataFrame", grid: Sequence[M
                    seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The setting of ``grid`` with the lowest validation log-loss after fitting on ``train``
     (each fit is a distributed MLlib fit). Returns (best, one record per setting)."""
-    trials = []
+    trials: list[dict[str, Any]] = []
     for i, setting in enumerate(grid):
         model = fit_mllib(train, setting, bits, seed=seed)
         y, p, _ = collect_predictions(predict_spark(validation, model))
@@ -462,7 +420,7 @@ def select_setting(train: "DataFrame", validation: "DataFrame", grid: Sequence[M
 def train_mllib_from_warehouse(
     spark: "SparkSession",
     settings: Settings,
-    windows: "Windows",
+    windows: Windows,
     spec: FeatureSpec | str = "generated",
     *,
     grid: Sequence[Mapping[str, Any]] | None = None,
@@ -471,7 +429,7 @@ def train_mllib_from_warehouse(
     margin: float | None = None,
     delta_version: int | None = None,
     seed: int = 0,
-) -> "TrainResult":
+) -> TrainResult:
     """``ctr train --engine mllib``: the windows of :func:`training.pipeline.train_from_warehouse`,
     fitted with MLlib on Spark. With more than one setting in ``grid`` each is fitted on train
     and scored on validation; the best (or the only one) is refit on train + validation and
@@ -479,9 +437,6 @@ def train_mllib_from_warehouse(
     log-loss; then logged, registered and gated like the scikit-learn path."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
-
-    from training.pipeline import DEFAULT_MODEL_NAME, TrainResult, best_possible_log_loss, read_truth
-    from training.tracking import DEFAULT_MARGIN, log_training_run
 
     spec = load_spec(spec)
     grid = [normalize_setting(s) for s in (grid or [DEFAULT_SETTING])]
@@ -500,6 +455,7 @@ def train_mllib_from_warehouse(
 
         trials: list[dict[str, Any]] = []
         t0 = time.perf_counter()
+        best: Mapping[str, Any]
         if len(grid) > 1:
             best, trials = select_setting(feats["train"], feats["validation"], grid, spec.bits, seed)
         else:
