@@ -140,8 +140,7 @@ def score_day_over_http(spark, settings: Settings, day, batch: int = 100) -> str
     ctrs: list[float] = []
     latencies: list[float] = []
     with running_server(settings, ServeOptions(poll_seconds=3600)) as url:
-        parts = urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)  # netloc: host:port
         version = None
         for start in range(0, len(rows), batch):
             chunk = rows[start:start + batch]

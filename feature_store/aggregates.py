@@ -15,6 +15,7 @@ the bidder loads a snapshot of the latest values (:func:`export_snapshot`).
 from __future__ import annotations
 
 import time
+from functools import reduce
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Sequence
@@ -36,10 +37,7 @@ def key_column(entity: str) -> "Column":
     from pyspark.sql import functions as F
 
     cols = [F.col(c).cast("string") for c in ENTITIES[entity]]
-    present = None
-    for c in cols:
-        cond = c.isNotNull() & (c != "")
-        present = cond if present is None else present & cond
+    present = reduce(lambda a, b: a & b, [c.isNotNull() & (c != "") for c in cols])
     return F.when(present, F.concat_ws(KEY_SEPARATOR, *cols))
 
 
@@ -64,6 +62,11 @@ def daily_counts(observations: "DataFrame", entity: str) -> "DataFrame":
         .agg(F.count("*").alias("imps"), F.sum("click").alias("clicks"))
         .withColumn("entity", F.lit(entity))
     )
+
+
+def _all_daily_counts(observations: "DataFrame") -> "DataFrame":
+    """:func:`daily_counts` of every entity, in one frame."""
+    return reduce(lambda a, b: a.unionByName(b), [daily_counts(observations, entity) for entity in ENTITIES])
 
 
 def _lookback_sums(daily: "DataFrame", lookbacks: Sequence[int]) -> "DataFrame":
@@ -110,10 +113,7 @@ def build_aggregates(
     source = Window(start - timedelta(days=max(lookbacks)), end + timedelta(days=1))
     cols = sorted({"date", "event_time", "label", "click_delay_s"} | {c for e in ENTITIES.values() for c in e})
     obs, read = read_window(spark, settings, source, cols, version=observations_version)
-    daily = None
-    for entity in ENTITIES:
-        d = daily_counts(obs, entity)
-        daily = d if daily is None else daily.unionByName(d)
+    daily = _all_daily_counts(obs)
     first, last = (start - date(1970, 1, 1)).days, (end - date(1970, 1, 1)).days
     result = (
         _lookback_sums(daily, lookbacks)
@@ -163,10 +163,7 @@ def export_snapshot(
     cols = sorted({"date", "event_time", "label", "click_delay_s"} | {c for e in ENTITIES.values() for c in e})
     obs, _ = read_window(spark, settings, source, cols, version=observations_version)
     today = (as_of - date(1970, 1, 1)).days
-    daily = None
-    for entity in ENTITIES:
-        d = daily_counts(obs, entity)
-        daily = d if daily is None else daily.unionByName(d)
+    daily = _all_daily_counts(obs)
     aggs = []
     for n in lookbacks:
         recent = F.col("day") >= today - n

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from feature_store import tables
 from feature_store.parse import LineError, clip_raw, parse_click, parse_impression
@@ -80,6 +80,12 @@ def _parse_impression_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa
         for path, text in zip(batch.column("source_file").to_pylist(), batch.column("value").to_pylist()):
             cols: dict[str, list] = {n: [] for n in schema.names}
             raw_cols = [cols[n] for n in RAW_FIELD_NAMES]
+            iid: str | None
+            us: int | None
+            reason: str | None
+            msg: str | None
+            raw: str | None
+            values: list[Any]
             for number, line in _lines(text):
                 try:
                     iid, t, fields = parse_impression(line)
@@ -108,14 +114,14 @@ def _parse_click_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.Reco
     schema = _arrow_schema(PARSED_CLICKS_DDL)
     for batch in batches:
         for path, text in zip(batch.column("source_file").to_pylist(), batch.column("value").to_pylist()):
-            rows = []
+            rows: list[tuple[Any, ...]] = []
             for number, line in _lines(text):
                 try:
                     iid, t = parse_click(line)
                     rows.append((True, path, number, iid, _micros(t), None, None, None))
                 except LineError as err:
                     rows.append((False, path, number, None, None, err.reason, str(err), clip_raw(line)))
-            columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+            columns: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in schema.names]
             yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)],
                                              schema=schema)
 

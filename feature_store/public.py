@@ -350,13 +350,15 @@ def _label_check(layout: Layout, name: str) -> tuple["Column", str, "Column"]:
 
 
 def _classify(rules: list[tuple["Column", str, "Column"]]) -> tuple["Column", "Column"]:
-    """(reason, message) columns: the first rule whose condition holds, else null."""
+    """(reason, message) columns: the first rule whose condition holds, else null. ``rules``
+    is never empty (every layout has the shape checks)."""
     from pyspark.sql import functions as F
 
-    reason = message = None
-    for cond, name, msg in rules:
-        reason = (F.when(cond, F.lit(name)) if reason is None else reason.when(cond, F.lit(name)))
-        message = (F.when(cond, msg) if message is None else message.when(cond, msg))
+    first_cond, first_name, first_msg = rules[0]
+    reason, message = F.when(first_cond, F.lit(first_name)), F.when(first_cond, first_msg)
+    for cond, name, msg in rules[1:]:
+        reason = reason.when(cond, F.lit(name))
+        message = message.when(cond, msg)
     return reason, message
 
 

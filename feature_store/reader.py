@@ -66,14 +66,15 @@ def resolve_version(spark: "SparkSession", path: str, version: int | None = None
     if not tables.table_exists(spark, path):
         raise MissingInputError(f"no Delta table at {path} (run `ctr ingest` first)")
     history = DeltaTable.forPath(spark, path).history().select("version", "timestamp")
-    latest = int(history.agg(F.max("version")).first()[0])
+    latest = int(tables.first_row(history.agg(F.max("version")))[0])
     if version is not None:
         if not 0 <= version <= latest:
             raise ConfigurationError(f"{path} has versions 0..{latest}, not {version}")
         return version
     if timestamp is not None:
         ts = timestamp.isoformat() if isinstance(timestamp, datetime) else str(timestamp)
-        row = history.filter(F.col("timestamp") <= F.lit(ts).cast("timestamp")).agg(F.max("version")).first()
+        committed = history.filter(F.col("timestamp") <= F.lit(ts).cast("timestamp"))
+        row = tables.first_row(committed.agg(F.max("version")))
         if row[0] is None:
             raise ConfigurationError(f"{path} has no version committed at or before {ts}")
         return int(row[0])

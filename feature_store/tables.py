@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Iterable
 from shared.openrtb import RAW_FIELDS
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
 OBSERVATIONS = "observations"
 QUARANTINE = "quarantine"
@@ -45,10 +45,19 @@ def table_exists(spark: "SparkSession", path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def first_row(df: "DataFrame") -> "Row":
+    """The first row of ``df``, which must have one: a global aggregate (``df.agg(...)``)
+    always has exactly one, so does a Delta table's history."""
+    row = df.first()
+    if row is None:
+        raise ValueError("expected a row, the DataFrame is empty")
+    return row
+
+
 def latest_version(spark: "SparkSession", path: str) -> int:
     from delta.tables import DeltaTable
 
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    return int(first_row(DeltaTable.forPath(spark, path).history(1).select("version"))[0])
 
 
 def replace_partitions(df: "DataFrame", path: str, column: str, values: Iterable[str]) -> int:

@@ -76,6 +76,14 @@ class Rule:
         if self.window not in ("day", "hour"):
             raise ConfigurationError(f"{where}: window must be 'day' or 'hour'")
 
+    @property
+    def limit(self) -> float:
+        """The threshold of an above / below / relative_increase rule (``__post_init__``
+        refuses such a rule without one)."""
+        if self.threshold is None:
+            raise ConfigurationError(f"rule {self.name!r}: a {self.kind} rule needs a threshold")
+        return self.threshold
+
     def describe_threshold(self) -> str:
         if self.kind == "range":
             lo = "-inf" if self.min is None else f"{self.min:g}"
@@ -154,8 +162,8 @@ def _fires(rule: Rule, value: float) -> bool:
     if rule.kind == "range":
         return (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max)
     if rule.kind == "above":
-        return value > rule.threshold
-    return value < rule.threshold
+        return value > rule.limit
+    return value < rule.limit
 
 
 def _metrics_candidates(rule: Rule, rows: Sequence[dict]) -> list[dict]:
@@ -212,7 +220,7 @@ def evaluate(ruleset: RuleSet, *, days: Iterable[date], metrics: Sequence[dict] 
                     if len(hist) < rule.min_history:
                         continue
                     base = sum(hist) / len(hist)
-                    if not value > base * (1.0 + rule.threshold):
+                    if not value > base * (1.0 + rule.limit):
                         continue
                     change = value / base - 1.0 if base else math.inf
                     msg = (f"{rule.name}: {where}: {rule.metric} {value:.5g} is {change:+.2%} over the mean "

@@ -181,7 +181,7 @@ def build_reference_profile(spark: "SparkSession", settings: Settings, window: W
     rows = 0
     aggs = [F.count(F.lit(1)).alias("_rows")] + [
         F.percentile_approx(F.col(f).cast("double"), probs, 10000).alias(f) for f in numeric]
-    first = df.agg(*aggs).first()
+    first = warehouse.first_row(df.agg(*aggs))
     rows = int(first["_rows"])
     for f in numeric:
         edges[f] = sorted({float(x) for x in (first[f] or []) if x is not None and math.isfinite(x)})
@@ -357,7 +357,7 @@ def compare_models(old: "LoadedModel", new: "LoadedModel", records: Sequence[Map
         names = index_names(fz_new, records) if fz_new else {}
         keys = [(int(i), _label(names.get(int(i)))) for i in union]
         basis, note = "index", "same feature spec: exact comparison over all weights"
-    elif records:
+    elif fz_new is not None:  # records were given
         fz_old = Featurizer(FeatureSpec.from_toml(old.spec_text, source="old model"))
         idx_old: dict[str, int] = {}
         idx_new: dict[str, int] = {}
@@ -406,7 +406,7 @@ def sample_records(spark: "SparkSession", settings: Settings, window: Window | N
     if window is not None:
         df = df.filter(window.predicate)
     else:
-        last = df.agg(F.max("date")).first()[0]
+        last = warehouse.first_row(df.agg(F.max("date")))[0]
         if last is None:
             return []
         df = df.filter(F.col("date") == F.lit(last))

@@ -124,7 +124,7 @@ def label_horizons(spark: "SparkSession", settings: Settings) -> tuple[dict[str,
     obs_path = settings.table_path(warehouse.OBSERVATIONS)
     if not warehouse.table_exists(spark, obs_path):
         return {}, None
-    newest = spark.read.format("delta").load(obs_path).agg(F.max("event_time")).first()[0]
+    newest = warehouse.first_row(spark.read.format("delta").load(obs_path).agg(F.max("event_time")))[0]
     return {}, (newest.replace(tzinfo=timezone.utc) if newest is not None else None)
 
 

@@ -136,8 +136,13 @@ class TrainingRun:
     registered_version: str | None
 
 
-def _ts(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
+
+def _end_ts(ms: int | None) -> datetime | None:
+    """A run's end time (None while it runs); its start time is always set."""
+    return None if ms is None else _ts(ms)
 
 
 def training_runs(settings: Settings, since: datetime | None = None,
@@ -175,14 +180,14 @@ def training_runs(settings: Settings, since: datetime | None = None,
         if first is not None:
             used.add(first.info.run_id)
         start = _ts((first or t).info.start_time)
-        end = _ts(t.info.end_time)
+        end = _end_ts(t.info.end_time)
         out.append(TrainingRun(name, start, end, "FINISHED" if end else t.info.status,
                                (end - start).total_seconds() if end else None,
                                t.data.tags.get("registered_version")))
     for s in searches:
         if s.info.run_id in used:
             continue
-        start, end = _ts(s.info.start_time), _ts(s.info.end_time)
+        start, end = _ts(s.info.start_time), _end_ts(s.info.end_time)
         status = s.info.status if s.info.status != "FINISHED" else "FINISHED_UNREGISTERED"
         out.append(TrainingRun(s.info.run_name[len("search "):], start, end, status,
                                (end - start).total_seconds() if end else None, None))

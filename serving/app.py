@@ -191,6 +191,24 @@ def _openrtb_payload(st: ServingState, scorer: Scorer, body: bytes, received: fl
     return payload, len(ctrs)
 
 
+class ScoringApp(FastAPI):
+    """FastAPI with this API's OpenAPI document: the scoring endpoints parse their bodies
+    themselves, so their schemas are added as components, with the bearer scheme."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            doc = get_openapi(title=self.title, version=self.version, description=self.description,
+                              routes=self.routes)
+            doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = SECURITY_SCHEME
+            components = doc["components"].setdefault("schemas", {})
+            for model in (schemas.ScoreRequest, schemas.BidRequest, schemas.OpenRtbEnvelope):
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(js.pop("$defs", {}))
+                components[model.__name__] = js
+            self.openapi_schema = doc
+        return self.openapi_schema
+
+
 def create_app(state: ServingState) -> FastAPI:
     """The app for ``state``. Its lifespan loads the model if none is loaded yet, starts the
     alias poller and the prediction-log writer, and stops both (flushing the log) on shutdown."""
@@ -209,8 +227,8 @@ def create_app(state: ServingState) -> FastAPI:
             if state.predlog is not None:
                 state.predlog.close()
 
-    app = FastAPI(title="ctr-platform bidder scoring API", version="1", description=API_DESCRIPTION,
-                  lifespan=lifespan)
+    app = ScoringApp(title="ctr-platform bidder scoring API", version="1", description=API_DESCRIPTION,
+                     lifespan=lifespan)
     app.state.serving = state
     metrics = state.metrics
 
@@ -292,20 +310,6 @@ def create_app(state: ServingState) -> FastAPI:
         body, content_type = st.metrics.exposition()
         return Response(body, media_type=content_type)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                              routes=app.routes)
-            doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = SECURITY_SCHEME
-            components = doc["components"].setdefault("schemas", {})
-            for model in (schemas.ScoreRequest, schemas.BidRequest, schemas.OpenRtbEnvelope):
-                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(js.pop("$defs", {}))
-                components[model.__name__] = js
-            app.openapi_schema = doc
-        return app.openapi_schema
-
-    app.openapi = openapi
     return app
 
 

@@ -37,7 +37,9 @@ DEFAULT_RETRY_FAILED_SECONDS = 60.0
 
 
 class ModelSource(Protocol):
-    description: str
+    @property
+    def description(self) -> str:
+        """What is served, for the log and the errors."""
 
     def current_ref(self) -> str:
         """The version that should be served now (cheap: one registry lookup)."""

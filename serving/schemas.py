@@ -44,7 +44,7 @@ EXAMPLE_BID_REQUEST: dict[str, Any] = {
     "user": {"id": "55816b39711f9b5acf3b90e313ed29e51665623f"},
 }
 
-EXAMPLE_ADS = [
+EXAMPLE_ADS: list[Any] = [
     {"advertiser_id": "5044", "campaign_id": "433076", "creative_id": "7908081", "creative_type": "banner"},
     {"advertiser_id": "5044", "campaign_id": "433076", "creative_id": "7908082", "creative_type": "rich_media"},
 ]

@@ -134,6 +134,7 @@ def serve_forever(settings: Settings, options: ServeOptions) -> int:
 
     state = build_state(settings, options)
     scorer = state.manager.current
+    assert scorer is not None  # build_state loaded it or raised
     # Everything allocated so far (MLflow, numpy, the model) lives as long as the process:
     # keep it out of the collector's reach so full collections stay short (measured: one
     # ~90 ms generation-2 pause every few seconds at 1,000 requests/s without this).

@@ -9,7 +9,10 @@ named ``<entity>_<imps|clicks>_<L>d``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ENTITIES: dict[str, tuple[str, ...]] = {
     "user": ("user_id",),
@@ -22,7 +25,7 @@ LOOKBACK_DAYS: tuple[int, ...] = (1, 7)
 KEY_SEPARATOR = "\x1f"  # ASCII unit separator
 
 
-def feature_columns(entities=tuple(ENTITIES), lookbacks=LOOKBACK_DAYS) -> list[str]:
+def feature_columns(entities: Sequence[str] = tuple(ENTITIES), lookbacks: Sequence[int] = LOOKBACK_DAYS) -> list[str]:
     return [f"{e}_{kind}_{n}d" for e in entities for n in lookbacks for kind in ("imps", "clicks")]
 
 
@@ -44,7 +47,7 @@ class AggregateSnapshot:
     means zero counts (no impressions in the look-back), as in training.
     """
 
-    def __init__(self, columns: Mapping[str, list[str]], values: Mapping[str, Mapping[str, tuple]]):
+    def __init__(self, columns: Mapping[str, list[str]], values: Mapping[str, Mapping[str, tuple[int, ...]]]):
         self.columns = {e: list(c) for e, c in columns.items()}
         self.values = values
 
@@ -59,11 +62,11 @@ class AggregateSnapshot:
         return out
 
     @classmethod
-    def from_arrow(cls, table) -> "AggregateSnapshot":
+    def from_arrow(cls, table: pa.Table) -> "AggregateSnapshot":
         """From the exported snapshot table (entity, entity_key, one column per look-back count)."""
         count_cols = [c for c in table.column_names if c not in ("entity", "entity_key")]
         columns: dict[str, list[str]] = {}
-        values: dict[str, dict[str, tuple]] = {}
+        values: dict[str, dict[str, tuple[int, ...]]] = {}
         data = table.to_pydict()
         for i, (entity, key) in enumerate(zip(data["entity"], data["entity_key"])):
             if entity not in columns:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from shared.config import Settings
 
 
-def configure_mlflow(settings: Settings):
+def configure_mlflow(settings: Settings) -> ModuleType:
     """Point MLflow's tracking and registry at ``settings``; returns the mlflow module.
 
     With the default SQLite URI the database folder is created first, since
@@ -38,6 +40,9 @@ def get_or_create_experiment(settings: Settings, name: str | None = None) -> str
     name = name or settings.mlflow_experiment
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
+    experiment_id: str  # mlflow has no type information: its results are Any to mypy
     if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=f"{settings.mlflow_artifact_root}/{name}")
+        experiment_id = exp.experiment_id
+    else:
+        experiment_id = client.create_experiment(name, artifact_location=f"{settings.mlflow_artifact_root}/{name}")
+    return experiment_id

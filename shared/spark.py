@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from shared.config import Settings
 from shared.errors import ConfigurationError
@@ -65,7 +65,7 @@ def max_result_size(driver_memory: str) -> str:
     return f"{max(1, kib * 3 // 4 // 1024)}m"
 
 
-def _builder(settings: Settings, app_name: str, ui: bool):
+def _builder(settings: Settings, app_name: str, ui: bool) -> "SparkSession.Builder":
     from pyspark.sql import SparkSession
 
     builder = (
@@ -97,7 +97,7 @@ def _builder(settings: Settings, app_name: str, ui: bool):
 
 
 @contextlib.contextmanager
-def _output_to(path):
+def _output_to(path: str | os.PathLike[str]) -> Iterator[None]:
     """Point this process's stdout/stderr file descriptors at ``path`` for the block."""
     sys.stdout.flush()
     sys.stderr.flush()

@@ -66,7 +66,9 @@ def build_truth_model(world: World, cfg: GeneratorConfig) -> TruthModel:
     are this strong, and what the spec's crosses recover of them: ``docs/synthetic.md``.
     """
     rng = np.random.default_rng([cfg.seed, 1])
-    r = lambda sd, n: rng.normal(0.0, sd, size=n).tolist()  # noqa: E731
+
+    def r(sd: float, n: int) -> list[float]:
+        return rng.normal(0.0, sd, size=n).tolist()
 
     region_eff: dict[str, float] = {}
     for code, e in zip(world.region_codes, r(0.08, len(world.region_codes))):

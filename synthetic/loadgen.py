@@ -143,9 +143,19 @@ class _RawConnection(asyncio.Protocol):
             self.future.set_exception(exc or ConnectionError("connection closed by the server"))
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
+        if self.transport is None:
+            raise ConnectionError("not connected")
         self.future = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return await self.future
+
+    def usable(self) -> bool:
+        """Open, and not closing (e.g. after the server's keep-alive timeout)."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class HttpClient:
@@ -186,8 +196,7 @@ class HttpClient:
             await self.session.aclose()
         else:
             for conn in self.all:
-                if conn.transport is not None:
-                    conn.transport.close()
+                conn.close()
 
     async def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
         """Send one request; return (status, body)."""
@@ -206,16 +215,18 @@ class HttpClient:
             conn = None
             while self.idle and conn is None:
                 conn = self.idle.pop()
-                if conn.closed or conn.transport.is_closing():  # e.g. the server's keep-alive timeout
+                if not conn.usable():
                     conn = None
             if conn is None:
+                if parts.hostname is None:
+                    raise ValueError(f"no host in {url!r}")
                 loop = asyncio.get_running_loop()
                 _, conn = await loop.create_connection(_RawConnection, parts.hostname, parts.port or 80)
                 self.all.append(conn)
             try:
                 result = await asyncio.wait_for(conn.request(data), self.timeout)
             except BaseException:
-                conn.transport.close()
+                conn.close()
                 raise
             if not conn.closed:
                 self.idle.append(conn)

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dev dependency
 
 from synthetic.config import FAULT_KINDS, GeneratorConfig
 from synthetic.effects import TruthArrays, build_truth_model

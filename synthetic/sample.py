@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,7 +53,7 @@ class SampleImpression:
 def generate_impressions(n: int, seed: int = 1, workdir: str | Path | None = None,
                          start_date: str = "2026-11-01") -> list[SampleImpression]:
     """``n`` clean generated impressions (one UTC day, small world), with click labels."""
-    cfg = GeneratorConfig(start_date=start_date, days=1, impressions_per_day=n, seed=seed,
+    cfg = GeneratorConfig(start_date=date.fromisoformat(start_date), days=1, impressions_per_day=n, seed=seed,
                           n_users=max(1000, n), n_sites=300, n_publishers=120, n_advertisers=40,
                           n_site_advertiser_pairs=200).without_faults()
     with tempfile.TemporaryDirectory(prefix="ctr-sample-", dir=workdir) as tmp:

@@ -40,6 +40,14 @@ def _pick(rng: np.random.Generator, table: tuple[tuple[Any, float], ...], n: int
     return [values[i] for i in rng.choice(len(values), size=n, p=p / p.sum())]
 
 
+def _dims(size: str | None) -> tuple[int, int]:
+    """(w, h) of a ``"WxH"`` ad size; banner and video placements always draw one (SIZES)."""
+    if size is None:
+        raise ValueError("a banner or video placement without a size")
+    w, h = (int(x) for x in size.split("x"))
+    return w, h
+
+
 def _cdf(w: np.ndarray) -> np.ndarray:
     c = np.cumsum(w, dtype=np.float64)
     c /= c[-1]
@@ -301,12 +309,12 @@ def build_world(cfg: GeneratorConfig) -> World:
     for j in range(npl):
         f = int(pl_format[j])
         if f == 0:
-            w, h = (int(x) for x in pl_size[j].split("x"))  # type: ignore[union-attr]
-            pl_objs.append({"w": w, "h": h, "pos": int(pl_pos[j]), "format": [{"w": w, "h": h}]})
+            width, height = _dims(pl_size[j])
+            pl_objs.append({"w": width, "h": height, "pos": int(pl_pos[j]), "format": [{"w": width, "h": height}]})
         elif f == 1:
-            w, h = (int(x) for x in pl_size[j].split("x"))  # type: ignore[union-attr]
+            width, height = _dims(pl_size[j])
             pl_objs.append({"mimes": ["video/mp4", "video/webm"], "minduration": 5, "maxduration": 30,
-                            "protocols": [2, 3, 5, 6, 7, 8], "w": w, "h": h, "startdelay": 0,
+                            "protocols": [2, 3, 5, 6, 7, 8], "w": width, "h": height, "startdelay": 0,
                             "plcmt": 1 if pl_kind[j] == 2 else 2, "linearity": 1, "pos": int(pl_pos[j])})
         else:
             pl_objs.append({"request": NATIVE_REQUEST, "ver": "1.2"})

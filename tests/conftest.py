@@ -1,4 +1,6 @@
-"""Shared fixtures: one real Spark + Delta session for the whole test session."""
+"""Shared fixtures: one real Spark + Delta session for the whole test session, and the
+worlds the monitoring and serving test modules share (built by the helper modules
+:mod:`monitoring_support` and :mod:`serving_support`, which hold no fixtures)."""
 
 from __future__ import annotations
 
@@ -47,3 +49,19 @@ def spark(spark_settings):
 def settings(tmp_path) -> Settings:
     """Settings rooted in a fresh temporary data root (no environment leaks in)."""
     return load_settings({"home": str(tmp_path / "home")}, env={})
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    """The monitoring tests' tiny world, with the monitoring job run over it (built once per session)."""
+    from monitoring_support import monitoring_world
+
+    return monitoring_world(spark, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    """The serving tests' world: generated impressions and fitted model directories (built once per session)."""
+    from serving_support import serving_world
+
+    return serving_world(tmp_path_factory)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from test_training_distributed import START, tiny_warehouse
+from warehouse_support import START, tiny_warehouse
 
 pytestmark = pytest.mark.spark
 

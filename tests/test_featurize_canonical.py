@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.featurize import FeaturizeError, canonical, to_number
-from shared.featurize.featurizer import _LOG_K, LOG_INF, LOG_MISSING, LOG_NEG_INF, _already_canonical, \
-    log_bucket_code, log_bucket_codes
+from shared.featurize.columns import already_canonical
+from shared.featurize.featurizer import _LOG_K, LOG_INF, LOG_MISSING, LOG_NEG_INF, log_bucket_code, log_bucket_codes
 
 
 @pytest.mark.parametrize("value, token", [
@@ -111,10 +111,10 @@ def test_canonical_strings_are_idempotent_and_nfc(s):
 def test_arrow_fast_path_predicate_matches_canonical(strings):
     """The batch path skips canonical() only when it provably changes nothing."""
     distinct = list(dict.fromkeys(strings))
-    if _already_canonical(pa.array(distinct, type=pa.string())):
+    if already_canonical(pa.array(distinct, type=pa.string())):
         assert all(canonical(s) == s for s in distinct)
     if distinct and all(canonical(s) == s and s.isascii() for s in distinct):
-        assert _already_canonical(pa.array(distinct, type=pa.string()))
+        assert already_canonical(pa.array(distinct, type=pa.string()))
 
 
 def test_log_buckets_exact_at_every_power_of_two():

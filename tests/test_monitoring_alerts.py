@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from monitoring.alerts import RuleSet, Rule, evaluate, load_rules
-from test_monitoring_world import AS_OF, DAY_A, DAY_B, world  # noqa: F401 (fixture)
+from monitoring_support import AS_OF, DAY_A, DAY_B
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 

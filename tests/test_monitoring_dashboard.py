@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_monitoring_world import DAY_A, DAY_B, world  # noqa: F401 (fixture)
+from monitoring_support import DAY_A, DAY_B
 
 pytestmark = pytest.mark.spark
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitoring.drift import PSI_FLOOR, compare_models, numeric_labels, psi
-from test_monitoring_world import DAY_A, DAY_B, world  # noqa: F401 (fixture)
+from monitoring_support import DAY_A, DAY_B, fit_dir
 
 
 def test_psi_hand_computed():
@@ -61,45 +61,6 @@ def test_feature_drift_rows_through_spark(world):
 
 
 # -- parameter drift ---------------------------------------------------------------------
-
-SPEC = """
-version = 1
-name = "unit"
-bits = {bits}
-seed = 0
-missing_token = "__missing__"
-
-[[fields]]
-name = "site_id"
-kind = "categorical"
-
-[[fields]]
-name = "device_type"
-kind = "categorical"
-"""
-
-
-def records_and_labels(n: int, seed: int, flip_s0: bool):
-    rng = np.random.default_rng(seed)
-    recs = [{"site_id": f"s{rng.integers(10)}", "device_type": int(rng.integers(1, 4))} for _ in range(n)]
-    logit = np.array([(2.0 if r["site_id"] == "s0" else -1.0) * (-1 if flip_s0 else 1)
-                      + 0.3 * r["device_type"] - 1.0 for r in recs])
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
-    return recs, y
-
-
-def fit_dir(tmp_path, name: str, bits: int, flip_s0: bool):
-    from shared.featurize import Featurizer, FeatureSpec
-    from training.artifacts import load_model_dir, save_model_dir
-    from training.model import SparseLogisticRegression
-
-    text = SPEC.format(bits=bits)
-    spec = FeatureSpec.from_toml(text)
-    recs, y = records_and_labels(3000, 5, flip_s0)
-    model = SparseLogisticRegression(C=10.0, max_iter=200, random_state=0).fit(
-        Featurizer(spec).transform_records(recs), y)
-    return load_model_dir(save_model_dir(model, text, spec.fingerprint, tmp_path / name)), recs
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):

@@ -1,4 +1,4 @@
-"""The live-metrics job on the tiny world of ``test_monitoring_world``: every figure below is
+"""The live-metrics job on the tiny world of ``monitoring_support``: every figure below is
 computed by hand from the world's 10 + 3 predictions, and read back from the real
 Delta table the job wrote (and from the dashboard's export of it)."""
 
@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from test_monitoring_world import AS_OF, DAY_A, DAY_B, REF_DAY, ts, world  # noqa: F401 (fixture)
+from monitoring_support import AS_OF, DAY_A, DAY_B, REF_DAY, ts
 
 pytestmark = pytest.mark.spark
 

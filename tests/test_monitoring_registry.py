@@ -10,8 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from test_monitoring_drift import fit_dir
-from test_monitoring_world import world  # noqa: F401 (fixture)
+from monitoring_support import fit_dir
 
 pytestmark = pytest.mark.spark
 

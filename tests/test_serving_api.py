@@ -12,8 +12,8 @@ import pytest
 
 from serving.server import ServeOptions
 from shared.openrtb import impression_fields
-from test_serving_support import (Served, metric_value, openrtb_examples, register, score_body, settings_with_home,
-                                  store, w)
+from serving_support import (Served, metric_value, openrtb_examples, register, score_body, settings_with_home,
+                             store)
 
 MODEL = "serving-api"
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from serving.server import ServeOptions
-from test_serving_support import Served, metric_value, openrtb_examples, score_body, w
+from serving_support import Served, metric_value, openrtb_examples, score_body
 
 TOKEN = "s3cret-token"
 

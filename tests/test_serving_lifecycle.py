@@ -26,8 +26,8 @@ from serving.server import ServeOptions, build_state
 from ctr.cli import main as ctr_main
 from shared.config import load_settings
 from synthetic import loadgen
-from test_serving_support import (Served, copy_tampered_dir, metric_value, register, rewrite_model_dir,
-                                  settings_with_home, store, tamper_registered_weights, w)
+from serving_support import (Served, copy_tampered_dir, metric_value, register, rewrite_model_dir, settings_with_home,
+                             store, tamper_registered_weights)
 from training.artifacts import CHECKSUMS_FILE, SPEC_FILE, sha256_file
 from training.tracking import champion_version, promote
 

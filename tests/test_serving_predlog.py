@@ -9,13 +9,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
-
 from serving.metrics import ServingMetrics
 from serving.predlog import PredictionLog, expand_line
 from serving.server import ServeOptions
 from shared.config import load_settings
-from test_serving_support import Served, metric_value, openrtb_examples, score_body, w
+from serving_support import Served, metric_value, openrtb_examples, score_body
 
 HOUR_FILE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})\.jsonl")
 

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from test_training_data import hashed_problem
+from training_support import hashed_problem
 from training.artifacts import (
     CHECKSUMS_FILE, META_FILE, SPEC_FILE, WEIGHTS_FILE, ModelDirError, load_model_dir, save_model_dir,
     sha256_file,

@@ -12,10 +12,9 @@ import pytest
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from test_training_data import hashed_problem
+from training_support import hashed_problem
 from training.artifacts import load_engine_state, load_model_dir, save_model_dir
 from training.ftrl import FTRLLogisticRegression, FTRLState
-from training.metrics import evaluate
 from training.params import ParameterError
 
 

@@ -9,7 +9,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from test_training_data import hashed_problem
+from training_support import hashed_problem
 from training.model import AUTO_SOLVER, SparseLogisticRegression, negative_downsample, recalibrate
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from shared.featurize import FeatureSpec, Featurizer
-from test_training_data import shared_store
+from training_support import shared_store
 from training.artifacts import load_model_dir, save_model_dir
 from training.metrics import evaluate
 from training.model import SparseLogisticRegression

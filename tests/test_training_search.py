@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from test_training_data import hashed_problem, shared_store
+from training_support import hashed_problem, shared_store
 from training.search import (
     HARD_LIMITS, Halving, SearchSpaceError, load_search_space, parse_search_space, refit_best, run_search,
 )

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from test_training_distributed import START, TINY, tiny_spec, tiny_warehouse
+from warehouse_support import START, TINY, tiny_spec, tiny_warehouse
 
 pytestmark = pytest.mark.spark
 
@@ -99,7 +99,7 @@ def test_segments_fallback_resume_without_refits_and_bundle(spark, tmp_path_fact
     # The bidder serves the bundle over HTTP: each record scored by its advertiser's model
     # (the global one for the tiny advertiser), as bundle.score_batch scored it offline.
     from serving.server import ServeOptions
-    from test_serving_support import Served
+    from serving_support import Served
 
     keep = set(spec.input_columns) | {"advertiser_id"}
     picked = sorted(set(tiny[:3]) | {a} | set(range(min(40, test.num_rows))))

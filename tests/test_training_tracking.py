@@ -8,7 +8,7 @@ import json
 import mlflow
 import pytest
 
-from test_training_data import hashed_problem, shared_store
+from training_support import hashed_problem, shared_store
 from training.artifacts import load_model_dir, save_model_dir
 from training.metrics import evaluate, log_loss
 from training.model import SparseLogisticRegression

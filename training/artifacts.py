@@ -102,12 +102,17 @@ def model_metadata(model, fingerprint: str, extra: Mapping[str, Any] | None = No
     return meta
 
 
+_SAVEZ_PARAMETERS = frozenset({"file", "allow_pickle"})
+
+
 def _state_arrays(engine_state: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The engine state as plain numpy arrays (no object arrays: they would need pickle)."""
     arrays = {}
     for name, value in engine_state.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"engine_state names must be identifiers, got {name!r}")
+        if name in _SAVEZ_PARAMETERS:  # np.savez would take it as its own argument, not an array
+            raise ValueError(f"engine_state name {name!r} is reserved by np.savez")
         arr = np.asarray(value)
         if arr.dtype.hasobject:
             raise TypeError(f"engine_state[{name!r}] is an object array; only plain numeric arrays are stored")
@@ -148,7 +153,9 @@ def save_model_dir(
 
         def write_state(path: Path) -> None:
             with open(path, "wb") as f:
-                np.savez(f, **arrays)
+                # numpy's stub matches **arrays against savez's `allow_pickle: bool` too (numpy >= 2.1;
+                # _state_arrays refuses that name); passing allow_pickle would break numpy 1.26
+                np.savez(f, **arrays)  # type: ignore[arg-type]
 
         parts[ENGINE_STATE_FILE] = write_state
     return write_model_dir(out_dir, indices=model.indices_, weights=model.weights_, intercept=model.intercept_,

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -161,6 +161,7 @@ def run_backtest(
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
+        from feature_store.tables import first_row
         from shared.featurize.spark import featurize_spark
         from training.distributed import collect_predictions, fit_mllib, predict_spark
 
@@ -169,7 +170,7 @@ def run_backtest(
 
         def one_day(train_start: date, test_day: date):
             train = feats.filter((F.col("date") >= F.lit(train_start)) & (F.col("date") < F.lit(test_day)))
-            c = train.groupBy().agg(F.count(F.lit(1)), F.sum("label")).first()
+            c = first_row(train.groupBy().agg(F.count(F.lit(1)), F.sum("label")))
             if not c[0]:
                 return None
             model = fit_mllib(train, setting, spec.bits, seed=seed)
@@ -206,7 +207,7 @@ def run_backtest(
     return result
 
 
-def write_metrics(spark: "SparkSession", settings: Settings, rows: list[Mapping[str, Any]]) -> int:
+def write_metrics(spark: "SparkSession", settings: Settings, rows: Sequence[Mapping[str, Any]]) -> int:
     """MERGE per-day rows into ``backtest_metrics`` on (run_id, test_date), one commit;
     returns the table version written."""
     from delta.tables import DeltaTable

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 
 from shared.argtypes import iso_date
 
@@ -126,20 +125,21 @@ def run_train(args, settings) -> int:
 
             if min(args.min_rows, args.min_positives) < 1 or args.retries < 0:
                 raise CommandError("--min-rows and --min-positives must be >= 1, --retries >= 0")
-            result = train_segments_from_warehouse(
+            segment_result = train_segments_from_warehouse(
                 spark, settings, windows, args.per_segment, spec, run_id=args.run_id, grid=grid,
                 min_rows=args.min_rows, min_positives=args.min_positives, max_retries=args.retries,
                 global_engine=args.global_engine, table=args.table, model_name=args.model_name or SEGMENT_MODEL_NAME,
                 margin=args.margin, delta_version=args.delta_version,
             )
-        else:
-            from training.distributed import train_mllib_from_warehouse
+            print(segment_result.summary())
+            return 0
+        from training.distributed import train_mllib_from_warehouse
 
-            result = train_mllib_from_warehouse(
-                spark, settings, windows, spec, grid=grid, table=args.table,
-                model_name=args.model_name or DEFAULT_MODEL_NAME, margin=args.margin,
-                delta_version=args.delta_version,
-            )
+        result = train_mllib_from_warehouse(
+            spark, settings, windows, spec, grid=grid, table=args.table,
+            model_name=args.model_name or DEFAULT_MODEL_NAME, margin=args.margin,
+            delta_version=args.delta_version,
+        )
         print(result.summary())
         return 0
     if args.param:

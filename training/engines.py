@@ -16,7 +16,7 @@ from training.ftrl import FTRLLogisticRegression
 from training.model import SparseLogisticRegression
 from training.params import ParameterError
 
-ENGINES: dict[str, type] = {"ftrl": FTRLLogisticRegression, "sklearn": SparseLogisticRegression}
+ENGINES: dict[str, type[FTRLLogisticRegression] | type[SparseLogisticRegression]] = {"ftrl": FTRLLogisticRegression, "sklearn": SparseLogisticRegression}
 DEFAULT_ENGINE = "ftrl"
 #: Trial parameters that belong to the job, not to an engine.
 JOB_PARAMS = frozenset({"engine", "bits"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +28,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from shared.model.scoring import csr_margin, sigmoid
-from training.params import Interval, Options, Seed, validate_params
+from training.params import Constraint, Interval, Options, Seed, validate_params
 from training.sampling import as_csr, as_labels, bits_of, negative_downsample
 
 #: Rows per compiled call: the deadline and progress are checked between chunks.
@@ -117,7 +118,7 @@ class FTRLState:
     def n_features(self) -> int:
         return int(self.z.shape[0] - 1)
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
+    def to_arrays(self) -> dict[str, np.ndarray | np.int64]:
         """Sparse form for the model directory: only coordinates that were ever updated."""
         touched = np.flatnonzero(self.n > 0)
         return {"coords": touched.astype(np.int64), "z": self.z[touched], "n": self.n[touched],
@@ -155,7 +156,7 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
     stops a fit between chunks of rows: ``stopped_early_`` says so.
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "alpha": Interval(1e-4, 10.0, open_low=False),
         "beta": Interval(0.0, 100.0),
         "l1": Interval(0.0, 1e3),

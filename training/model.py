@@ -21,6 +21,7 @@ import inspect
 import math
 import time
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 
 from shared.model.scoring import csr_margin, sigmoid
-from training.params import Interval, Options, Seed, validate_params
+from training.params import Constraint, Interval, Options, Seed, validate_params
 from training.sampling import as_csr, as_labels, bits_of, negative_downsample, recalibrate  # noqa: F401
 
 PENALTIES = ("l1", "l2", "elasticnet")
@@ -105,7 +106,7 @@ class SparseLogisticRegression(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.random_state = random_state
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "penalty": Options(PENALTIES),
         "C": Interval(1e-6, 1e4),
         "l1_ratio": Interval(0.0, 1.0),

@@ -33,7 +33,10 @@ class Interval:
 
     def check(self, name: str, value: Any) -> None:
         kind = Integral if self.integer else Real
-        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(float(value)):
+        # a bool, not an isinstance narrowing: numbers.Real declares only < and <= (typeshed),
+        # and the bounds below compare the value as given (an int beyond 2**53 is not rounded)
+        is_number = not isinstance(value, bool) and isinstance(value, kind) and math.isfinite(float(value))
+        if not is_number:
             raise ParameterError(f"{name} must be {'an integer' if self.integer else 'a finite number'}, "
                                  f"got {value!r}")
         lo_ok = value > self.low if self.open_low else value >= self.low

@@ -212,6 +212,7 @@ def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Wind
                 wf.frames[name] = pa.concat_tables(frames_of_window)
             _collect(wf, name, parts, featurizer)
             _require_rows(wf, name, table)
+        assert version is not None, "no window to read"  # else pinned by the first window read
         wf.version = int(version)
         return wf
 
@@ -232,6 +233,7 @@ def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Wind
         keep(name, frame, parts)
         _collect(wf, name, parts, featurizer)
         _require_rows(wf, name, table)
+    assert version is not None, "no window to read"  # else pinned by the first window read
     wf.version = int(version)
     wf.snapshot = export_snapshot(spark, settings, named["test"].end, observations_version=version)
     wf.aggregates_reference = {"path": agg_path, "delta_version": aggregates_version,
@@ -256,7 +258,7 @@ def _require_rows(wf: WindowFrames, name: str, table: str) -> None:
         raise InputError(f"the {name} window {read.window} of {table} (Delta v{read.version}) has no rows")
 
 
-def _engine_state(model) -> dict[str, np.ndarray] | None:
+def _engine_state(model) -> dict[str, np.ndarray | np.int64] | None:
     """The arrays a later update continues from (FTRL's accumulators), or None."""
     return model.state_.to_arrays() if isinstance(model, FTRLLogisticRegression) else None
 
@@ -358,7 +360,8 @@ def _evaluate_and_register(settings: Settings, windows: "Windows | dict[str, Win
     directory (with the engine's state) and register and gate it: the end of every job."""
     frames, version = wf.frames, wf.version
     named = windows if isinstance(windows, dict) else {n: getattr(windows, n) for n in ("train", "validation", "test")}
-    metrics = {k: evaluate(labels[k], model.predict_proba(m[k])[:, 1]) for k in ("validation", "test") if k in m}
+    metrics: dict[str, dict[str, float]] = {
+        k: evaluate(labels[k], model.predict_proba(m[k])[:, 1]) for k in ("validation", "test") if k in m}
     base = float(np.concatenate([labels[k] for k in ("train", "validation") if k in labels]).mean())
     baseline = evaluate(labels["test"], np.full(labels["test"].shape, base))["log_loss"]
     best_possible = best_possible_log_loss(frames["test"], read_truth(settings.raw_dir, named["test"]))

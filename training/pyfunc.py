@@ -25,6 +25,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from shared.featurize import FeatureSpec, Featurizer
@@ -39,7 +40,7 @@ _CODE_DIRS = ("shared", "training")
 _REPO_DIR = Path(__file__).resolve().parents[1]
 
 
-class CtrPyfuncModel(mlflow.pyfunc.PythonModel):
+class CtrPyfuncModel(PythonModel):
     """Featurize raw fields with the model's own spec, then score with the plain weights."""
 
     def load_context(self, context):

@@ -48,7 +48,7 @@ import scipy.sparse as sp
 from shared.errors import ConfigurationError
 from shared.featurize.spec import MAX_BITS, MIN_BITS
 from training.metrics import evaluate
-from training.engines import ENGINES, engine_of, make_estimator, supports_deadline
+from training.engines import ENGINES, make_estimator, supports_deadline
 from training.params import Interval, Options
 
 DEFAULT_SPACE = Path(__file__).with_name("search_space.toml")
@@ -91,22 +91,31 @@ class Dimension:
     high: float | None = None
     values: tuple = ()
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric dimension (every distribution but ``choice`` has them)."""
+        if self.low is None or self.high is None:
+            raise SearchSpaceError(f"{self.name}: a {self.distribution} dimension needs low and high")
+        return self.low, self.high
+
     def sample(self, rng: np.random.Generator):
         if self.distribution == "choice":
             v = self.values[int(rng.integers(len(self.values)))]
             return v.item() if isinstance(v, np.generic) else v
+        low, high = self.bounds
         if self.distribution == "int":
-            return int(rng.integers(int(self.low), int(self.high) + 1))
+            return int(rng.integers(int(low), int(high) + 1))
         if self.distribution == "loguniform":
-            v = float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+            v = float(math.exp(rng.uniform(math.log(low), math.log(high))))
         else:
-            v = float(rng.uniform(self.low, self.high))
-        return min(max(v, self.low), self.high)  # guard the float round trip through exp/log
+            v = float(rng.uniform(low, high))
+        return min(max(v, low), high)  # guard the float round trip through exp/log
 
     def contains(self, value) -> bool:
         if self.distribution == "choice":
             return value in self.values
-        return self.low <= value <= self.high
+        low, high = self.bounds
+        return low <= value <= high
 
 
 @dataclass(frozen=True)
@@ -575,6 +584,7 @@ def run_search(
             planned = _planned_trials(len(configs), len(fractions), space.halving.eta)
             tracker = _Tracker(planned, progress)
             cpu0 = os.times()
+            pool_cm: SparkTrialPool | ThreadPoolExecutor | ProcessPoolExecutor
             if mode == "spark":
                 pool_cm = SparkTrialPool(spark, budget.n_jobs)
             elif mode == "threads":
@@ -629,8 +639,8 @@ def run_search(
                              "search.rungs_run": ",".join(f"{f:.6g}" for f in fractions),
                              **({"search.adapted": " | ".join(notes)} if notes else {})})
     finally:
-        for d, _ in datasets.values() if "datasets" in locals() else ():
-            _DATA_CACHE.pop(d, None)
+        for data_dir, _ in datasets.values() if "datasets" in locals() else ():
+            _DATA_CACHE.pop(data_dir, None)
         shutil.rmtree(workdir, ignore_errors=True)
     return SearchResult(
         best_params=dict(best.params), best_val_log_loss=best.val_log_loss, best_trial=best,
@@ -653,7 +663,8 @@ class _Tracker:
     """Counts finished trials and the best ranked one so far, for ``progress``."""
 
     def __init__(self, planned: int, progress):
-        self.planned, self.progress, self.done, self.best = planned, progress, 0, None
+        self.planned, self.progress, self.done = planned, progress, 0
+        self.best: TrialResult | None = None
 
     def finished(self, trial: "TrialResult") -> None:
         self.done += 1

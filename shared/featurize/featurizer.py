@@ -33,14 +33,18 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import (Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence, TypeAlias,
+                    TypeGuard, TypeVar, cast)
 
 import mmh3
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from shared.featurize.canonical import FeaturizeError, canonical, to_number
-from shared.featurize.spec import Cross, FeatureSpec, Field, load_spec
+from shared.featurize.columns import Column, Frame, factorize, frame_columns, list_elements, numbers, slice_frame
+from shared.featurize.spec import Cross, FeatureSpec, Field, SpecError, load_spec
+
 
 SEP = "\x1f"
 #: log_bucket codes: 0..1023 for x >= 0, 1024 + k for x < 0, then inf, -inf, missing.
@@ -48,6 +52,9 @@ _LOG_K = 1024
 LOG_INF, LOG_NEG_INF, LOG_MISSING = 2 * _LOG_K, 2 * _LOG_K + 1, 2 * _LOG_K + 2
 #: Rows featurized in one piece by :meth:`Featurizer.transform` (bounds temporary memory).
 CHUNK_ROWS = 1 << 21
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 def key_prefix(namespace: str) -> str:
@@ -78,7 +85,7 @@ def log_bucket_code(x: float | None) -> int:
     return k + _LOG_K if x < 0 else k
 
 
-def log_bucket_codes(x: np.ndarray) -> np.ndarray:
+def log_bucket_codes(x: npt.NDArray[np.float64]) -> npt.NDArray[np.int32]:
     """Vectorised :func:`log_bucket_code` of float64 ``x`` (NaN = missing), exactly.
 
     Below 2**53, ``floor(|x|) + 1`` is exact and ``frexp`` gives its bit length; from 2**53
@@ -92,153 +99,6 @@ def log_bucket_codes(x: np.ndarray) -> np.ndarray:
     codes[x == -np.inf] = LOG_NEG_INF
     codes[np.isnan(x)] = LOG_MISSING
     return codes
-
-
-# ---------------------------------------------------------------------------------------
-# Column access for the batch path (pandas Series or Arrow arrays)
-
-
-def _pa():
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return pa, pc
-
-
-def _arrow_array(col):
-    pa, _ = _pa()
-    if isinstance(col, pa.ChunkedArray):
-        if col.num_chunks == 1:
-            return col.chunk(0)
-        return col.combine_chunks() if col.num_chunks else pa.array([], type=col.type)
-    return col
-
-
-def _is_arrow(col) -> bool:
-    return type(col).__module__.startswith("pyarrow")
-
-
-_EDGE_WHITESPACE = r"^[ \t\n\r\x0b\x0c]|[ \t\n\r\x0b\x0c]$"
-
-
-def _already_canonical(strings) -> bool:
-    """Whether :func:`canonical` is the identity on every value of an Arrow string array:
-    all ASCII (so NFC already), none empty, none with ASCII whitespace at either end."""
-    _, pc = _pa()
-    return (len(strings) == 0 or (
-        strings.null_count == 0
-        and pc.all(pc.string_is_ascii(strings)).as_py()
-        and pc.min(pc.binary_length(strings)).as_py() > 0
-        and not pc.any(pc.match_substring_regex(strings, _EDGE_WHITESPACE)).as_py()))
-
-
-def _factorize(col) -> tuple[np.ndarray, list, bool]:
-    """(codes with -1 for null, distinct values as Python objects, whether those are known
-    to be canonical strings already) of a scalar column."""
-    if _is_arrow(col):
-        pa, pc = _pa()
-        arr = _arrow_array(col)
-        t = arr.type
-        if pa.types.is_null(t):
-            return np.full(len(arr), -1, np.int32), [], True
-        if pa.types.is_nested(t):
-            raise FeaturizeError(f"expected scalar values, got a {t} column")
-        d = arr if pa.types.is_dictionary(t) else pc.dictionary_encode(arr)
-        codes = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-        uniques = d.dictionary
-        known = (pa.types.is_string(uniques.type) or pa.types.is_large_string(uniques.type)) \
-            and _already_canonical(uniques)
-        return codes, uniques.to_numpy(zero_copy_only=False).tolist(), known
-    import pandas as pd
-
-    if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
-        # Never pd.factorize an all-string array: pandas then compares C strings, so
-        # "a\x00b" == "a" == "a\x00". Strings go through Arrow, which is exact. Anything
-        # else (mixed types, numbers) is left to pandas, which then hashes Python objects
-        # (Arrow would turn [2**53 + 1, 0.5] into doubles).
-        pa, _ = _pa()
-        try:
-            arr = pa.array(col, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            arr = None
-        if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            return _factorize(arr)
-    try:
-        codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    except TypeError as e:  # unhashable cells, e.g. lists in a scalar column
-        raise FeaturizeError(f"expected scalar values: {e}") from None
-    return codes, uniques.tolist(), False
-
-
-def _numbers(col) -> np.ndarray:
-    """float64 values of a numeric column, NaN where missing (see canonical.to_number)."""
-    if _is_arrow(col):
-        pa, pc = _pa()
-        t = col.type
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-            return np.asarray(pc.cast(col, pa.float64(), safe=False).to_numpy(zero_copy_only=False),
-                              dtype=np.float64)
-        if pa.types.is_null(t):
-            return np.full(len(col), np.nan)
-    else:
-        import pandas as pd
-
-        dt = col.dtype
-        if pd.api.types.is_bool_dtype(dt) or (pd.api.types.is_numeric_dtype(dt) and dt != object):
-            return col.to_numpy(dtype=np.float64, na_value=np.nan)
-    codes, uniques, _ = _factorize(col)
-    table = np.array([to_number(u) for u in uniques] + [None], dtype=np.float64)  # None -> nan
-    return table[codes]
-
-
-def _list_elements(col) -> tuple[np.ndarray, np.ndarray, list, bool]:
-    """(row of each element, element codes with -1 for null, distinct elements, whether
-    those are known canonical) of a list column."""
-    if _is_arrow(col):
-        pa, pc = _pa()
-        arr = _arrow_array(col)
-        if pa.types.is_null(arr.type):
-            return np.empty(0, np.int64), np.empty(0, np.int32), [], True
-        if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)
-                or pa.types.is_fixed_size_list(arr.type) or pa.types.is_list_view(arr.type)):
-            raise FeaturizeError(f"expected a list column, got {arr.type}")
-        rows = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-        return rows, *_factorize(pc.list_flatten(arr))
-    import pandas as pd
-
-    rows: list[int] = []
-    flat: list[Any] = []
-    for r, cell in enumerate(col.tolist()):
-        if isinstance(cell, (list, tuple, np.ndarray)):
-            rows.extend([r] * len(cell))
-            flat.extend(cell.tolist() if isinstance(cell, np.ndarray) else cell)
-        elif not (cell is None or (isinstance(cell, float) and cell != cell) or cell is pd.NA):
-            raise FeaturizeError(f"expected a list of values, got {type(cell).__name__}: {cell!r}")
-    values = np.empty(len(flat), dtype=object)
-    values[:] = flat
-    return np.asarray(rows, np.int64), *_factorize(pd.Series(values, dtype=object))
-
-
-def _frame_columns(frame) -> tuple[dict[str, Any], int]:
-    if _is_arrow(frame):
-        pa, _ = _pa()
-        if isinstance(frame, (pa.Table, pa.RecordBatch)):
-            return {name: frame.column(i) for i, name in enumerate(frame.schema.names)}, frame.num_rows
-    else:
-        import pandas as pd
-
-        if isinstance(frame, pd.DataFrame):
-            return {name: frame[name] for name in frame.columns}, len(frame)
-    raise TypeError(f"transform() takes a pandas DataFrame or a pyarrow Table/RecordBatch, "
-                    f"got {type(frame).__name__}")
-
-
-def _slice(frame, start: int, stop: int):
-    return frame.slice(start, stop - start) if _is_arrow(frame) else frame.iloc[start:stop]
-
-
-# ---------------------------------------------------------------------------------------
-# Per-field plans: everything precomputable happens at construction.
 
 
 class _Gather(NamedTuple):
@@ -258,11 +118,11 @@ class _TokenColumn(NamedTuple):
     codes: np.ndarray
     remap: np.ndarray | None
     tokens: list[str]
-    index: np.ndarray
+    token_index: np.ndarray  # (not "index": that would shadow tuple.index)
 
     def entries(self) -> "_Gather":
         """Feature index per row, as one gather from a per-code table."""
-        return _Gather(self.index if self.remap is None else self.index[self.remap], self.codes)
+        return _Gather(self.token_index if self.remap is None else self.token_index[self.remap], self.codes)
 
     def token_ids(self) -> np.ndarray:
         return self.codes if self.remap is None else self.remap[self.codes]
@@ -284,8 +144,8 @@ class _Categorical(_Plan):
     def index_of(self, value: Any) -> int:
         return self.index(categorical_key(self.ns, self.token(value)))
 
-    def batch(self, fz: "Featurizer", col) -> _TokenColumn:
-        codes, uniques, known = _factorize(col)
+    def batch(self, fz: "Featurizer", col: Column) -> _TokenColumn:
+        codes, uniques, known = factorize(col)
         remap, tokens = fz._tokenize(uniques, missing_tid=0, known=known)
         return _TokenColumn(codes, remap, tokens, fz._hash_tokens(self.ns, tokens))
 
@@ -297,11 +157,13 @@ class _Bucketed(_Plan):
             self.tokens = ([str(k) for k in range(_LOG_K)] + [f"-{k}" for k in range(_LOG_K)]
                            + ["inf", "-inf", self.missing_token])
         else:
+            if field.boundaries is None:
+                raise SpecError(f"field {field.name!r}: transform 'buckets' needs boundaries")
             self.boundaries = list(field.boundaries)
             self._np_boundaries = np.array(self.boundaries, dtype=np.float64)
             self.tokens = [str(i) for i in range(len(self.boundaries) + 1)] + [self.missing_token]
         self.token_index = fz._hash_tokens(self.ns, self.tokens)
-        self._index_list = self.token_index.tolist()
+        self._index_list: list[int] = self.token_index.tolist()
 
     def code(self, x: float | None) -> int:
         if self.field.transform == "log_bucket":
@@ -314,8 +176,8 @@ class _Bucketed(_Plan):
     def index_of(self, value: Any) -> int:
         return self._index_list[self.code(to_number(value))]
 
-    def batch(self, fz: "Featurizer", col) -> _TokenColumn:
-        x = _numbers(col)
+    def batch(self, fz: "Featurizer", col: Column) -> _TokenColumn:
+        x = numbers(col)
         if self.field.transform == "log_bucket":
             codes = log_bucket_codes(x)
         else:
@@ -327,6 +189,8 @@ class _Bucketed(_Plan):
 class _Raw(_Plan):
     def __init__(self, fz: "Featurizer", field: Field, pos: int):
         super().__init__(fz, field, pos)
+        if field.clip is None:
+            raise SpecError(f"field {field.name!r}: transform 'raw' needs clip bounds")
         self.lo, self.hi = field.clip
         self.slot_index = fz.index(raw_key(self.ns))
 
@@ -340,8 +204,8 @@ class _Raw(_Plan):
     def index_of(self, value: Any) -> tuple[int, float]:
         return self.entry(value)[1:]
 
-    def batch(self, col) -> tuple[_Gather, np.ndarray]:
-        x = _numbers(col)
+    def batch(self, col: Column) -> tuple[_Gather, npt.NDArray[np.float64]]:
+        x = numbers(col)
         missing = np.isnan(x)
         table = np.array([self.slot_index, self.missing_index], dtype=np.int32)
         return _Gather(table, missing.view(np.int8)), np.where(missing, 1.0, np.clip(x, self.lo, self.hi))
@@ -363,8 +227,8 @@ class _Multi(_Plan):
         t = canonical(element)
         return t, (-1 if t is None else self.index(categorical_key(self.ns, t)))
 
-    def batch(self, fz: "Featurizer", col, n: int) -> tuple[np.ndarray, np.ndarray]:
-        rows, codes, uniques, known = _list_elements(col)
+    def batch(self, fz: "Featurizer", col: Column, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, codes, uniques, known = list_elements(col)
         remap, tokens = fz._tokenize(uniques, missing_tid=-1, known=known)
         tids = remap[codes]
         keep = tids >= 0
@@ -379,10 +243,22 @@ class _Multi(_Plan):
                 np.concatenate([index[tids], np.full(len(absent), self.missing_index, np.int32)]))
 
 
+#: The plan of a field yielding one token per record: the fields a cross may combine.
+_TokenPlan: TypeAlias = "_Categorical | _Bucketed"
+#: The plan of any field.
+_FieldPlan: TypeAlias = "_Categorical | _Bucketed | _Raw | _Multi"
+
+
 class _CrossPlan:
-    def __init__(self, fz: "Featurizer", cross: Cross, pos: int, plans: Mapping[str, _Plan]):
+    def __init__(self, fz: "Featurizer", cross: Cross, pos: int, plans: Mapping[str, _FieldPlan]):
         self.cross, self.pos, self.ns = cross, pos, cross.name
-        self.parts = tuple(plans[f] for f in cross.fields)
+        parts: list[_TokenPlan] = []
+        for f in cross.fields:
+            p = plans[f]
+            if not isinstance(p, (_Categorical, _Bucketed)):  # load_spec refuses such specs
+                raise SpecError(f"cross {cross.name!r}: field {f!r} ({p.field.kind}) cannot be crossed")
+            parts.append(p)
+        self.parts = tuple(parts)
         self.index = fz.index
 
     def index_of(self, values: Sequence[Any]) -> int:
@@ -406,6 +282,16 @@ class _CrossPlan:
         return _Gather(fz._hash_keys(keys), codes)
 
 
+class _Indexer(Protocol[_T_co]):
+    """A plan of the record path: what one raw value (or tuple of values) hashes to."""
+
+    def index_of(self, value: Any, /) -> _T_co: ...
+
+
+def _none_missing(tokens: list[str | None]) -> TypeGuard[list[str]]:
+    return None not in tokens
+
+
 class Featurizer:
     """Hashes raw fields into sparse feature vectors, identically on every path.
 
@@ -422,10 +308,10 @@ class Featurizer:
         self._seed = self.spec.seed
         self._mask = self.spec.num_features - 1
         ordered = sorted(self.spec.fields, key=lambda f: f.name)
-        self._plans: list[_Plan] = []
+        self._plans: list[_FieldPlan] = []
         for pos, f in enumerate(ordered):
-            cls = (_Categorical if f.kind == "categorical" else _Multi if f.kind == "multivalued"
-                   else _Raw if f.transform == "raw" else _Bucketed)
+            cls: type[_FieldPlan] = (_Categorical if f.kind == "categorical" else _Multi if f.kind == "multivalued"
+                                     else _Raw if f.transform == "raw" else _Bucketed)
             self._plans.append(cls(self, f, pos))
         self._token_plans = [p for p in self._plans if isinstance(p, (_Categorical, _Bucketed))]
         by_name = {p.name: p for p in self._plans}
@@ -437,12 +323,16 @@ class Featurizer:
         self._fp_bits = max(1, (n_pos - 1).bit_length())
         # Record path: one cache per field / cross, keyed by raw value(s). Values equal under
         # == (1, 1.0, True) share an entry: they share a canonical form too.
-        self._scalar = [(p.name, {}, p) for p in self._token_plans]
-        self._scalar_gets = [(name, cache.get) for name, cache, _ in self._scalar]
-        self._raw = [(p.name, {}, p) for p in self._raws]
-        self._raw_gets = [(name, cache.get) for name, cache, _ in self._raw]
-        self._multi = [(p.name, {}, p) for p in self._multis]
-        self._cross = [(tuple(f.name for f in cp.parts), {}, cp) for cp in self._crosses]
+        self._scalar: list[tuple[str, dict[Any, int], _TokenPlan]] = [(p.name, {}, p) for p in self._token_plans]
+        self._scalar_gets: list[tuple[str, Callable[[Any], int | None]]] = [
+            (name, cache.get) for name, cache, _ in self._scalar]
+        self._raw: list[tuple[str, dict[Any, tuple[int, float]], _Raw]] = [(p.name, {}, p) for p in self._raws]
+        self._raw_gets: list[tuple[str, Callable[[Any], tuple[int, float] | None]]] = [
+            (name, cache.get) for name, cache, _ in self._raw]
+        self._multi: list[tuple[str, dict[Any, tuple[str | None, int]], _Multi]] = [
+            (p.name, {}, p) for p in self._multis]
+        self._cross: list[tuple[tuple[str, ...], dict[Any, int], _CrossPlan]] = [
+            (tuple(f.name for f in cp.parts), {}, cp) for cp in self._crosses]
 
     # --- hashing ----------------------------------------------------------------------
 
@@ -460,22 +350,24 @@ class Featurizer:
         return np.fromiter((h(prefix + t, seed, False) & mask for t in tokens), dtype=np.int32,
                            count=len(tokens))
 
-    def _tokenize(self, uniques: list, missing_tid: int, known: bool = False) -> tuple[np.ndarray, list[str]]:
+    def _tokenize(self, uniques: list[Any], missing_tid: int,
+                  known: bool = False) -> tuple[npt.NDArray[np.int32], list[str]]:
         """Canonical tokens of distinct raw values: (remap: value code -> token id, tokens).
 
         Token 0 is the missing token. ``remap[-1]`` (null code -1) and values whose
         canonical form is missing map to ``missing_tid``. ``known``: the caller has shown
         that every value is a string :func:`canonical` leaves unchanged."""
-        canon = uniques if known else [canonical(u) for u in uniques]
+        canon: list[str | None] = uniques if known else [canonical(u) for u in uniques]
         missing = self.spec.missing_token
         tokens = [missing]
-        if None not in canon and len(set(canon)) == len(canon):  # (a literal missing token
+        remap: npt.NDArray[np.int32]
+        if _none_missing(canon) and len(set(canon)) == len(canon):  # (a literal missing token
             # may then have a second id: it hashes to the same index, so nothing changes)
             tokens += canon
             remap = np.arange(1, len(canon) + 2, dtype=np.int32)
         else:
             tid = {missing: 0}
-            ids = []
+            ids: list[int] = []
             for t in canon:
                 if t is None:
                     ids.append(missing_tid)
@@ -494,12 +386,12 @@ class Featurizer:
     def fit(self, X: Any = None, y: Any = None) -> "Featurizer":
         return self
 
-    def transform(self, frame) -> sp.csr_matrix:
+    def transform(self, frame: Frame) -> sp.csr_matrix:
         """Featurize a pandas DataFrame or pyarrow Table/RecordBatch: csr_matrix (n, 2**bits) float32."""
-        cols, n = _frame_columns(frame)
+        cols, n = frame_columns(frame)
         self.spec.validate_columns(cols)
         if n > CHUNK_ROWS:
-            return sp.vstack([self.transform(_slice(frame, s, min(s + CHUNK_ROWS, n)))
+            return sp.vstack([self.transform(slice_frame(frame, s, min(s + CHUNK_ROWS, n)))
                               for s in range(0, n, CHUNK_ROWS)], format="csr")
         fixed: list[tuple[int, _Gather]] = []
         raw_vals: dict[int, np.ndarray] = {}
@@ -523,7 +415,7 @@ class Featurizer:
             fixed.append((cp.pos, cp.batch(self, [token_cols[f] for f in cp.cross.fields])))
         return self._assemble(n, fixed, raw_vals, multi)
 
-    def fit_transform(self, frame, y: Any = None) -> sp.csr_matrix:
+    def fit_transform(self, frame: Frame, y: Any = None) -> sp.csr_matrix:
         return self.transform(frame)
 
     def _assemble(self, n: int, fixed: list[tuple[int, _Gather]], raw_vals: dict[int, np.ndarray],
@@ -532,6 +424,7 @@ class Featurizer:
         (position -> value per row) and ``multi`` (position, rows, indices)."""
         bits, fpb = self.spec.bits, self._fp_bits
         fp_mask = (1 << fpb) - 1
+        row_of: Callable[[np.ndarray], np.ndarray]  # entry positions -> their rows
         if not multi:  # every row has exactly one entry per field: sort within rows
             width = len(fixed)
             row_ptr = np.arange(0, n * width + 1, width, dtype=np.int64)
@@ -579,7 +472,7 @@ class Featurizer:
 
     # --- record path ------------------------------------------------------------------
 
-    def _fill(self, cache: dict, value: Any, compute):
+    def _fill(self, cache: dict[Any, _T], value: Any, compute: Callable[[Any], _T]) -> _T:
         """compute(value), remembered in ``cache`` when ``value`` can be a key."""
         hit = compute(value)
         if self.cache_size:
@@ -592,7 +485,8 @@ class Featurizer:
                 pass
         return hit
 
-    def _complete(self, hits: list, fields: list, get) -> None:
+    def _complete(self, hits: list[_T | None], fields: Sequence[tuple[str, dict[Any, _T], _Indexer[_T]]],
+                  get: Callable[[str], Any]) -> None:
         """Fill the cache misses (None) of ``hits``, computed from ``record.get``."""
         for j, hit in enumerate(hits):
             if hit is None:
@@ -612,14 +506,16 @@ class Featurizer:
         the per-record sorting and array building. Fields absent from ``record`` are
         missing; keys not in the spec are ignored."""
         get = record.get
+        found: list[int | None]
         try:
-            idx = [cached(get(name)) for name, cached in self._scalar_gets]
+            found = [cached(get(name)) for name, cached in self._scalar_gets]
         except TypeError:  # an unhashable value: compute every field
-            idx = [None] * len(self._scalar)
-        if None in idx:
-            self._complete(idx, self._scalar, get)
-        for name, cache, plan in self._multi:
-            idx.extend(self._multi_indices(name, cache, plan, get(name)))
+            found = [None] * len(self._scalar)
+        if None in found:
+            self._complete(found, self._scalar, get)
+        idx = cast("list[int]", found)  # _complete filled every None in place
+        for name, multi_cache, plan in self._multi:
+            idx.extend(self._multi_indices(name, multi_cache, plan, get(name)))
         for names, cache, cp in self._cross:
             key = tuple([get(n) for n in names])
             try:
@@ -629,6 +525,7 @@ class Featurizer:
             idx.append(self._fill(cache, key, cp.index_of) if hit is None else hit)
         if not self._raw:
             return idx, None
+        hits: list[tuple[int, float] | None]
         try:
             hits = [cached(get(name)) for name, cached in self._raw_gets]
         except TypeError:
@@ -636,7 +533,7 @@ class Featurizer:
         if None in hits:
             self._complete(hits, self._raw, get)
         vals = [1.0] * len(idx)
-        for i, x in hits:
+        for i, x in cast("list[tuple[int, float]]", hits):  # _complete filled every None in place
             idx.append(i)
             vals.append(x)
         return idx, vals
@@ -658,7 +555,8 @@ class Featurizer:
         nz = va != 0
         return (ia, va) if nz.all() else (ia[nz], va[nz])
 
-    def _multi_indices(self, name: str, cache: dict, plan: _Multi, value: Any) -> list[int]:
+    def _multi_indices(self, name: str, cache: dict[Any, tuple[str | None, int]], plan: _Multi,
+                       value: Any) -> list[int]:
         if not isinstance(value, (list, tuple, np.ndarray)):
             try:
                 plan.tokens(value)  # raises unless value is a missing value
@@ -732,7 +630,7 @@ def _sum_entries(entries: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarr
     return ia[nz], va[nz]
 
 
-def _csr(data, indices, indptr, shape) -> sp.csr_matrix:
+def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     m = sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
     m.has_sorted_indices = True
     m.has_canonical_format = True

@@ -16,11 +16,14 @@ import math
 import random
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Sequence
 
 
 from shared.featurize.featurizer import Featurizer, categorical_key, raw_key
 from shared.featurize.spec import FeatureSpec, load_spec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "tests" / "golden"
 GOLDEN_FILE = "featurize_v1.jsonl"
@@ -69,7 +72,8 @@ def decode_value(v: Any) -> Any:
 # Typed tables
 
 
-def _arrow_type(values: Sequence[Any]):
+def _arrow_type(values: Sequence[Any]) -> pa.DataType | Literal[False] | None:
+    """The one Arrow type of ``values``; None: all None; False: mixed or unrepresentable."""
     import pyarrow as pa
 
     kinds = {type(v) for v in values if v is not None}
@@ -86,7 +90,8 @@ def _arrow_type(values: Sequence[Any]):
     return {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}.get(kind, False)
 
 
-def typed_table(spec: FeatureSpec, records: Sequence[Mapping[str, Any]], extra: Mapping[str, Sequence] | None = None):
+def typed_table(spec: FeatureSpec, records: Sequence[Mapping[str, Any]],
+                extra: Mapping[str, Sequence[Any]] | None = None) -> pa.Table | None:
     """The Arrow table holding ``records`` with one type per column (string, int64, float64,
     bool, list<...>), or None when some field mixes Python types across records.
     ``extra``: more columns to add as they are (e.g. ids)."""
@@ -101,8 +106,8 @@ def typed_table(spec: FeatureSpec, records: Sequence[Mapping[str, Any]], extra: 
             return None
         arrays.append(pa.array(values, type=t or default[f.kind]))
         names.append(f.name)
-    for name, values in (extra or {}).items():
-        arrays.append(pa.array(values))
+    for name, column in (extra or {}).items():
+        arrays.append(pa.array(column))
         names.append(name)
     return pa.Table.from_arrays(arrays, names=names)
 

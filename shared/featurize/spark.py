@@ -19,10 +19,11 @@ from shared.featurize.spec import FeatureSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import scipy.sparse as sp
     from pyspark.sql import DataFrame
 
 
-def _csr_to_arrays(m) -> tuple["pa.Array", "pa.Array"]:
+def _csr_to_arrays(m: "sp.csr_matrix") -> tuple["pa.Array", "pa.Array"]:
     import pyarrow as pa
 
     offsets = pa.array(m.indptr.astype(np.int32))
@@ -61,7 +62,7 @@ def featurize_spark(df: "DataFrame", spec: FeatureSpec | str, keep: Sequence[str
 
         featurizer = Featurizer(spec)  # once per task: tables and hashes precomputed here
 
-        def flush(pending: list) -> "pa.RecordBatch":
+        def flush(pending: list["pa.RecordBatch"]) -> "pa.RecordBatch":
             table = pa.Table.from_batches(pending)
             indices, values = _csr_to_arrays(featurizer.transform(table))
             arrays = [table.column(c).combine_chunks() for c in keep] + [indices, values]
@@ -91,8 +92,10 @@ def with_sparse_vector(df: "DataFrame", num_features: int | FeatureSpec | str, i
 
     size = num_features if isinstance(num_features, int) else load_spec(num_features).num_features
 
+    # Unannotated on purpose: pyspark 4 infers a UDF's evaluation type from its annotations
+    # and, failing on these, would warn on every call.
     @F.udf(returnType=VectorUDT())
-    def to_vector(indices, values):
+    def to_vector(indices, values):  # type: ignore[no-untyped-def]
         return SparseVector(size, indices, values)
 
     return df.withColumn(output_col, to_vector(F.col(indices_col), F.col(values_col)))

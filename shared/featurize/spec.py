@@ -296,9 +296,10 @@ def _parse_cross(raw: Any, where: str, by_name: Mapping[str, Field]) -> Cross:
     for n in names:
         if n not in by_name:
             raise SpecError(f"{where}: field {n!r} is not in the spec")
-        if not by_name[n].crossable:
-            raise SpecError(f"{where}: field {n!r} ({by_name[n].kind}"
-                            f"{'/' + by_name[n].transform if by_name[n].transform else ''}) cannot be crossed; "
+        field = by_name[n]
+        if not field.crossable:
+            raise SpecError(f"{where}: field {n!r} ({field.kind}"
+                            f"{'/' + field.transform if field.transform else ''}) cannot be crossed; "
                             "only categorical and bucketed numeric fields can")
     name = raw.get("name")
     name = _identifier(name, f"{where}.name") if name is not None else "_x_".join(names)

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
-from shared.model.format import SEGMENTS_FILE, SEGMENTS_META, LoadedModel, ModelDirError, load_model_dir
+from shared.model.format import SEGMENTS_FILE, SEGMENTS_META, LoadedModel, ModelDirError, StrPath, load_model_dir
 from shared.model.scoring import sigmoid, sorted_pairs_margin
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "SEGMENTS_FILE", "SEGMENTS_META", "SegmentBundle",
@@ -61,7 +62,7 @@ class SegmentBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.keys = np.asarray(self.keys, dtype=str)
         self._lookup = {k: i for i, k in enumerate(self.keys.tolist())}
         # composite (segment position, column) keys, sorted: one binary search scores every row
@@ -73,7 +74,7 @@ class SegmentBundle:
         """Columns of the feature space (``2**bits``)."""
         return 1 << int(self.bits)
 
-    def positions(self, segments) -> np.ndarray:
+    def positions(self, segments: Sequence[str | None]) -> npt.NDArray[np.int64]:
         """Bundle position of each segment key (-1: no segment model, use the global one)."""
         return np.fromiter((self._lookup.get(s, -1) if s is not None else -1 for s in segments),
                            dtype=np.int64, count=len(segments))
@@ -95,7 +96,7 @@ class SegmentBundle:
         seg += np.where(has, self.intercepts[np.maximum(positions, 0)], 0.0)
         return np.where(has, seg, glob)
 
-    def score_batch(self, segments: Sequence[str | None], X) -> np.ndarray:
+    def score_batch(self, segments: Sequence[str | None], X: "sp.spmatrix | sp.sparray") -> npt.NDArray[np.float64]:
         """Click probabilities of CSR rows ``X`` whose segment keys are ``segments``."""
         X = sp.csr_matrix(X)
         if X.shape[1] != self.n_features:
@@ -103,21 +104,21 @@ class SegmentBundle:
         row_ids = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
         return sigmoid(self.margins(self.positions(list(segments)), X.indices, X.data, row_ids))
 
-    def score(self, segment: str | None, indices, values=None) -> float:
+    def score(self, segment: str | None, indices: npt.ArrayLike, values: npt.ArrayLike | None = None) -> float:
         """One record (the bidder's path): its segment key and featurized (indices, values)."""
         idx = np.asarray(indices, dtype=np.int64)
         val = np.ones(idx.size) if values is None else np.asarray(values, dtype=np.float64)
         pos = np.array([self._lookup.get(segment, -1) if segment is not None else -1], dtype=np.int64)
         return float(sigmoid(self.margins(pos, idx, val, np.zeros(idx.size, dtype=np.int64)))[0])
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of ``segments.npz``."""
+    def arrays(self) -> dict[str, np.ndarray | np.int64]:
+        """The arrays of ``segments.npz`` (``bits`` a numpy scalar, saved as a 0-d array)."""
         return {"keys": self.keys, "intercepts": self.intercepts, "offsets": self.offsets, "indices": self.indices,
                 "weights": self.weights, "n_train": self.n_train, "positives": self.positives,
                 "bits": np.int64(self.bits)}
 
 
-def load_bundle(path, loaded: LoadedModel | None = None) -> SegmentBundle:
+def load_bundle(path: StrPath, loaded: LoadedModel | None = None) -> SegmentBundle:
     """Verify every checksum (global and segment files) and read a bundle directory.
     ``loaded``: the directory's :func:`~shared.model.format.load_model_dir` result, when the
     caller already has it (its checksums are then not verified a second time)."""

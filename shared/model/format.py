@@ -37,9 +37,10 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from shared.aggregates import AggregateSnapshot
@@ -95,7 +96,7 @@ class ModelDirError(ArtifactError):
 class UnknownPartsError(ModelDirError):
     """Checksummed files the reader does not know and the writer did not declare ignorable."""
 
-    def __init__(self, model_dir, files: list[str]):
+    def __init__(self, model_dir: StrPath, files: list[str]):
         super().__init__(f"{model_dir}: this reader does not know how to apply {', '.join(files)} "
                          f"(not a part of format {FORMAT!r} v{FORMAT_VERSION}, nor declared "
                          f"{IGNORE!r} in {META_FILE} \"parts\")")
@@ -122,7 +123,7 @@ def sha256_file(path: Path) -> str:
 
 # -- JSON as the format writes it ------------------------------------------------------------
 
-def json_default(o):
+def json_default(o: object) -> object:
     """``json.dumps`` fallback for numpy scalars and arrays, datetimes and paths."""
     if isinstance(o, np.generic):
         return o.item()
@@ -135,7 +136,7 @@ def json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def finite_or_null(obj):
+def finite_or_null(obj: object) -> object:
     """Replace NaN/inf floats by None so the files are standard JSON (metrics such as
     AUC are NaN on a one-class window)."""
     if isinstance(obj, float | np.floating):
@@ -147,7 +148,7 @@ def finite_or_null(obj):
     return obj
 
 
-def dumps(obj) -> str:
+def dumps(obj: object) -> str:
     """The format's JSON text: sorted keys, indented, NaN as null."""
     return json.dumps(finite_or_null(obj), indent=2, sort_keys=True, allow_nan=False, default=json_default)
 
@@ -155,9 +156,11 @@ def dumps(obj) -> str:
 # -- writing --------------------------------------------------------------------------------
 
 PartWriter = Callable[[Path], None]
+#: A model directory argument: a path or a string naming one.
+StrPath: TypeAlias = "str | os.PathLike[str]"
 
 
-def write_model_dir(out_dir, *, indices: np.ndarray, weights: np.ndarray, intercept: float, bits: int,
+def write_model_dir(out_dir: StrPath, *, indices: np.ndarray, weights: np.ndarray, intercept: float, bits: int,
                     spec: bytes, meta: Mapping[str, Any], parts: Mapping[str, PartWriter] | None = None) -> Path:
     """Write a model directory atomically and return its path.
 
@@ -211,7 +214,7 @@ def write_model_dir(out_dir, *, indices: np.ndarray, weights: np.ndarray, interc
 
 # -- reading --------------------------------------------------------------------------------
 
-def verify_model_dir(model_dir) -> dict[str, str]:
+def verify_model_dir(model_dir: StrPath) -> dict[str, str]:
     """Check every file against checksums.json; return the checksums or raise ModelDirError."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -241,7 +244,7 @@ def verify_model_dir(model_dir) -> dict[str, str]:
     return checksums
 
 
-def part_roles(model_dir, checksums: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:
+def part_roles(model_dir: StrPath, checksums: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:
     """The role of every checksummed file under the reading rule (module docstring), or
     :class:`ModelDirError` (:class:`UnknownPartsError` naming the files no rule covers)."""
     declared = meta.get("parts", {})
@@ -289,7 +292,8 @@ class LoadedModel:
     @property
     def fingerprint(self) -> str:
         """The spec fingerprint recorded when the model was trained."""
-        return self.metadata["fingerprint"]
+        fingerprint: str = self.metadata["fingerprint"]  # metadata is parsed JSON
+        return fingerprint
 
     @property
     def spec_path(self) -> Path:
@@ -304,7 +308,7 @@ class LoadedModel:
 
         return AggregateSnapshot.from_arrow(pq.read_table(self.path / AGGREGATES_FILE))
 
-    def margin(self, indices, values=None) -> float:
+    def margin(self, indices: npt.ArrayLike, values: npt.ArrayLike | None = None) -> float:
         """Logit of one record given the column indices (and values; default all 1.0)
         of its non-zeros, e.g. ``Featurizer.transform_record(record)``."""
         idx = np.asarray(indices)
@@ -323,7 +327,7 @@ class LoadedModel:
         rows = np.zeros(idx.size, dtype=np.intp)
         return self.intercept + float(sparse_margin(idx, v, rows, 1, self.dense_weights)[0])
 
-    def score(self, indices, values=None) -> float:
+    def score(self, indices: npt.ArrayLike, values: npt.ArrayLike | None = None) -> float:
         """Click probability of one record (sparse row given as indices + values)."""
         z = self.margin(indices, values)
         if z >= 0:
@@ -331,7 +335,7 @@ class LoadedModel:
         ez = math.exp(z)
         return ez / (1.0 + ez)
 
-    def score_batch(self, X) -> np.ndarray:
+    def score_batch(self, X: "sp.spmatrix | sp.sparray") -> npt.NDArray[np.float64]:
         """Click probabilities of every row of a sparse matrix with ``n_features`` columns,
         with the bidder's arithmetic (:func:`~shared.model.scoring.sparse_margin`)."""
         if not sp.issparse(X):
@@ -344,7 +348,7 @@ class LoadedModel:
         return sigmoid(z)
 
 
-def load_model_dir(model_dir) -> LoadedModel:
+def load_model_dir(model_dir: StrPath) -> LoadedModel:
     """Verify checksums and parts, then read a model directory (no pickle:
     ``allow_pickle=False``)."""
     model_dir = Path(model_dir)

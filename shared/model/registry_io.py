@@ -8,6 +8,7 @@ with :func:`download_model_dir` and read them with :func:`shared.model.format.lo
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from shared.mlflow_utils import configure_mlflow
 CHAMPION = "champion"
 
 
-def download_model_dir(settings: Settings, model_name: str, ref: str = CHAMPION, dst_path=None) -> Path:
+def download_model_dir(settings: Settings, model_name: str, ref: str = CHAMPION,
+                       dst_path: str | os.PathLike[str] | None = None) -> Path:
     """Download the plain model files of a version (``ref``: alias name or version
     number) into ``dst_path`` (a new temp dir by default); returns the directory.
     Read it with :func:`shared.model.format.load_model_dir`, which verifies checksums."""

@@ -8,10 +8,11 @@ these functions, so research and production compute the same number.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 
-def sigmoid(z):
+def sigmoid(z: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Numerically stable logistic function on arrays (no overflow for large |z|):
     ``exp(-log(1 + exp(-z)))`` with ``np.logaddexp``, one pass and no masks."""
     return np.exp(-np.logaddexp(0.0, np.negative(np.asarray(z, dtype=np.float64))))
@@ -28,7 +29,7 @@ def sparse_margin(col: np.ndarray, val: np.ndarray | None, row_ids: np.ndarray, 
 
 
 def dense_weights(indices: np.ndarray, weights: np.ndarray, n_features: int,
-                  dtype=np.float64) -> np.ndarray:
+                  dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """The weight vector of length ``n_features`` from its non-zeros."""
     dense = np.zeros(n_features, dtype=dtype)
     dense[indices] = weights
