@@ -53,6 +53,7 @@ def _subcommand_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.Ar
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ctr`` argument parser: the setting flags plus every stage's subcommands."""
     parser = argparse.ArgumentParser(
         prog="ctr",
         description="ctr-platform: click-prediction warehouse, training, serving and monitoring.",
@@ -70,6 +71,7 @@ SETTING_FLAGS = ("home", "spark_master", "mlflow_tracking_uri", "host", "port")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The effective settings: flags given on the command line, then environment, then defaults."""
     return load_settings({k: getattr(args, k, None) for k in SETTING_FLAGS})
 
 

@@ -6,6 +6,7 @@ import json
 
 
 def register(sub) -> None:
+    """Add the ``config`` and ``demo`` subcommands."""
     p = sub.add_parser("config", help="print the effective configuration (flag > env > default)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run_config)
@@ -18,6 +19,7 @@ def register(sub) -> None:
 
 
 def run_config(args, settings) -> int:
+    """``ctr config``: print the effective settings, as aligned text or JSON."""
     values = settings.as_dict()
     if args.json:
         print(json.dumps(values, indent=2))
@@ -29,6 +31,7 @@ def run_config(args, settings) -> int:
 
 
 def run_demo(args, settings) -> int:
+    """``ctr demo``: run the platform end to end on generated logs."""
     from ctr.demo import run  # deferred: the demo imports every stage and with them Spark, MLflow, scikit-learn
 
     return run(settings, days=args.days, per_day=args.per_day, seed=args.seed)

@@ -29,13 +29,17 @@ from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
 @dataclass
 class Report:
+    """The demo's steps (name, seconds, detail), printed as they finish and summed at the end."""
+
     steps: list[tuple[str, float, str]] = field(default_factory=list)
 
     def step(self, name: str, seconds: float, detail: str) -> None:
+        """Record a finished step and print its one-line progress message."""
         self.steps.append((name, seconds, detail))
         print(f"[demo] {name}: {detail} ({seconds:.1f}s)", flush=True)
 
     def render(self, settings: Settings) -> str:
+        """The closing summary: each step's time and detail, the total, and where the data lives."""
         lines = ["", "=" * 72, "ctr-platform demo: summary", "=" * 72]
         for name, seconds, detail in self.steps:
             lines.append(f"{name:<14} {seconds:7.1f}s  {detail}")

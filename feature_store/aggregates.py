@@ -83,6 +83,8 @@ def _lookback_sums(daily: "DataFrame", lookbacks: Sequence[int]) -> "DataFrame":
 
 @dataclass
 class BuildResult:
+    """One aggregate build: its days, rows written, the Delta version made and the observations version read."""
+
     start: str
     end: str
     rows: int

@@ -2,7 +2,7 @@
 
 Single-machine training only needs a pinned Delta version's window as a ``pyarrow.Table``;
 collecting it through Spark's driver (``read_window`` + ``to_arrow``) costs a JVM and a
-serialisation round trip (32 s for 1.1M rows). :func:`read_window_arrow` reads the same
+serialisation round trip (measured in docs/warehouse.md). :func:`read_window_arrow` reads the same
 rows from the table's Parquet files with the ``deltalake`` package (the Delta log replay)
 and pyarrow (the Parquet scan): same half-open window on the ``date`` partition column,
 only that window's files opened, the chosen columns, a pinned version, the same errors,

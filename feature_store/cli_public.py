@@ -13,6 +13,7 @@ from shared.argtypes import iso_date
 
 
 def register(sub) -> None:
+    """Add the ``import`` subcommand."""
     from feature_store.public import DEFAULT_DAYS, DEFAULT_START_DATE
 
     p = sub.add_parser(
@@ -52,6 +53,7 @@ def _is_local(path: str) -> bool:
 
 
 def run_import(args, settings) -> int:
+    """``ctr import``: load one Criteo or Avazu file into its observation and quarantine tables."""
     from shared.errors import CommandError
 
     from feature_store.public import (

@@ -8,6 +8,7 @@ from shared.argtypes import iso_date
 
 
 def register(sub) -> None:
+    """Add the ``ingest``, ``features build`` and ``read`` subcommands."""
     p = sub.add_parser(
         "ingest",
         help="ingest impression + click logs of a day (or a date range) into the observation table",
@@ -48,6 +49,7 @@ def register(sub) -> None:
 
 
 def run_ingest(args, settings) -> int:
+    """``ctr ingest``: ingest one day or a range of days of logs into the observation table."""
     from shared.errors import CommandError
 
     if args.date and (args.start or args.end):
@@ -87,6 +89,7 @@ def run_ingest(args, settings) -> int:
 
 
 def run_features_build(args, settings) -> int:
+    """``ctr features build``: recompute the aggregate partitions of a date range."""
     from shared.errors import CommandError
 
     try:
@@ -105,6 +108,7 @@ def run_features_build(args, settings) -> int:
 
 
 def run_read(args, settings) -> int:
+    """``ctr read``: read a window of a table at a pinned version; print rows and time, optionally write Parquet."""
     import time
 
     from feature_store.reader import Window, read_window, to_arrow

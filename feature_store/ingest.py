@@ -127,6 +127,7 @@ def _parse_click_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.Reco
 
 
 def day_files(raw_dir: Path, kind: str, day: date) -> list[str]:
+    """The hourly ``.jsonl`` files of one day's ``kind`` folder (impressions or clicks), sorted."""
     folder = raw_dir / kind / f"date={day.isoformat()}"
     return sorted(str(p) for p in folder.glob("hour=*.jsonl")) if folder.is_dir() else []
 
@@ -165,9 +166,11 @@ class IngestResult:
 
     @property
     def conserved(self) -> bool:
+        """Whether every record read is accounted for: observations + duplicates + quarantined."""
         return self.records_read == self.observations + self.duplicates + self.quarantined
 
     def line(self) -> str:
+        """The day's one-line summary: counts, CTR, click attribution, Delta version and time."""
         return (
             f"{self.date}: read {self.records_read:,} = {self.observations:,} observations + "
             f"{self.duplicates:,} duplicates + {self.quarantined:,} quarantined; "

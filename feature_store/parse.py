@@ -31,6 +31,8 @@ RAW_LINE_LIMIT = 4096  # bytes of an offending line kept in quarantine
 
 
 class LineError(InputError):
+    """A log line that cannot be parsed; ``reason`` is the quarantine reason code."""
+
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
@@ -50,6 +52,7 @@ def parse_timestamp(value: Any, where: str = "timestamp") -> datetime:
 
 
 def load_object(line: bytes | str) -> dict[str, Any]:
+    """One log line as a JSON object; :class:`LineError` when it is invalid, truncated or not an object."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -89,11 +92,13 @@ def parse_impression(line: bytes | str) -> tuple[str, datetime, dict[str, Any]]:
 
 
 def parse_click(line: bytes | str) -> tuple[str, datetime]:
+    """A click line -> (impression id, click time in UTC)."""
     obj = load_object(line)
     return _id(obj, "impression_id"), parse_timestamp(obj.get("click_time"), "click_time")
 
 
 def clip_raw(line: bytes | str) -> str:
+    """The raw line as text, clipped to ``RAW_LINE_LIMIT`` for the quarantine table."""
     if isinstance(line, bytes):
         line = line[:RAW_LINE_LIMIT].decode("utf-8", "replace")
     return line[:RAW_LINE_LIMIT]

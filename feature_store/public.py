@@ -120,10 +120,12 @@ _HOUR = r"^[0-9]{8}$"
 
 
 def observations_table(source: str) -> str:
+    """Observation table of a public dataset: ``criteo_observations`` or ``avazu_observations``."""
     return f"{source}_observations"
 
 
 def quarantine_table(source: str) -> str:
+    """Quarantine table of a public dataset: ``criteo_quarantine`` or ``avazu_quarantine``."""
     return f"{source}_quarantine"
 
 
@@ -143,10 +145,12 @@ class Layout:
 
     @property
     def name(self) -> str:
+        """Short layout name for messages and the import result, e.g. ``criteo-csv-header``."""
         sep = "tsv" if self.delimiter == "\t" else "csv"
         return f"{self.source}-{sep}{'-header' if self.header else ''}"
 
     def index(self, column: str) -> int:
+        """Position of ``column`` in the file's lines."""
         return self.columns.index(column)
 
 
@@ -225,9 +229,11 @@ class ImportResult:
 
     @property
     def conserved(self) -> bool:
+        """Whether every line read is accounted for: observations + duplicates + quarantined."""
         return self.records_read == self.observations + self.duplicates + self.quarantined
 
     def line(self) -> str:
+        """The import's one-line summary: counts, quarantine reasons, CTR, dates, Delta version and time."""
         span = f"{self.dates[0]}..{self.dates[-1]}" if self.dates else "no dates"
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(self.quarantine_reasons.items()))
         return (

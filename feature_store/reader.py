@@ -37,11 +37,14 @@ class Window:
 
     @property
     def predicate(self) -> str:
+        """The window as a SQL filter on the ``date`` partition column."""
         return f"date >= '{self.start.isoformat()}' AND date < '{self.end.isoformat()}'"
 
 
 @dataclass(frozen=True)
 class WindowRead:
+    """What a window read returned: table, path, window, pinned Delta version and columns."""
+
     table: str
     path: str
     window: Window

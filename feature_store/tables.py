@@ -40,6 +40,7 @@ QUARANTINE_DDL = (
 
 
 def table_exists(spark: "SparkSession", path: str) -> bool:
+    """Whether ``path`` holds a Delta table."""
     from delta.tables import DeltaTable
 
     return DeltaTable.isDeltaTable(spark, path)
@@ -55,6 +56,7 @@ def first_row(df: "DataFrame") -> "Row":
 
 
 def latest_version(spark: "SparkSession", path: str) -> int:
+    """The newest Delta version of the table at ``path``."""
     from delta.tables import DeltaTable
 
     return int(first_row(DeltaTable.forPath(spark, path).history(1).select("version"))[0])
@@ -79,5 +81,6 @@ def replace_partitions(df: "DataFrame", path: str, column: str, values: Iterable
 
 
 def append(df: "DataFrame", path: str) -> int:
+    """Append ``df`` to the Delta table at ``path``; returns the new version."""
     df.write.format("delta").mode("append").save(path)
     return latest_version(df.sparkSession, path)

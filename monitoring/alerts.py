@@ -40,6 +40,8 @@ KINDS = ("range", "above", "below", "relative_increase")
 
 @dataclass(frozen=True)
 class Rule:
+    """One alert rule: which table and metric it watches, its kind and threshold, and its filters."""
+
     name: str
     source: str
     metric: str
@@ -85,6 +87,7 @@ class Rule:
         return self.threshold
 
     def describe_threshold(self) -> str:
+        """The threshold as text for an alert's message, e.g. ``[0.9, 1.1]`` or ``> 0.2``."""
         if self.kind == "range":
             lo = "-inf" if self.min is None else f"{self.min:g}"
             hi = "inf" if self.max is None else f"{self.max:g}"
@@ -104,6 +107,8 @@ def _numeric(t) -> bool:
 
 @dataclass(frozen=True)
 class RuleSet:
+    """The validated rules of a rules file and where firings are posted."""
+
     rules: tuple[Rule, ...]
     webhook_url: str = ""
     webhook_timeout: float = 5.0
@@ -111,6 +116,7 @@ class RuleSet:
 
     @property
     def history_days(self) -> int:
+        """Trailing days of history the ``relative_increase`` rules need (0 without any)."""
         return max([r.trailing_days for r in self.rules if r.kind == "relative_increase"], default=0)
 
 
@@ -278,11 +284,14 @@ def post_webhook(url: str, alert: dict, timeout: float = 5.0) -> str:
 
 @dataclass
 class AlertResult:
+    """The alerts one evaluation fired and the Delta version that recorded them."""
+
     alerts: list[dict] = field(default_factory=list)
     delta_version: int | None = None
 
     @property
     def fired(self) -> bool:
+        """Whether any alert fired."""
         return bool(self.alerts)
 
 

@@ -34,6 +34,7 @@ def _window(text: str):
 
 
 def register(sub) -> None:
+    """Add the ``monitor``, ``schedule`` and ``dashboard`` subcommands."""
     p = sub.add_parser(
         "monitor",
         help="live CTR, calibration, log-loss, drift and alerts for logged predictions (by day)",
@@ -113,6 +114,7 @@ def _days(args) -> list[date]:
 
 
 def run_monitor(args, settings) -> int:
+    """``ctr monitor``: metrics, drift and alerts for the given days, or ``--check`` the latest one."""
     from shared.errors import CommandError
 
     days = _days(args)
@@ -209,6 +211,7 @@ def _policy(args):
 
 
 def run_schedule(args, settings) -> int:
+    """``ctr schedule``: decide whether to retrain now, record the decision, and retrain when told to."""
     from shared.errors import CommandError
 
     if args.train_days < 1:
@@ -238,6 +241,7 @@ def run_schedule(args, settings) -> int:
 
 
 def run_dashboard(args, settings) -> int:
+    """``ctr dashboard``: serve the dashboards (after rebuilding the export with ``--refresh``)."""
     from monitoring.dashboard import serve
 
     if args.refresh:

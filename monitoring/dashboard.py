@@ -60,6 +60,7 @@ class DashboardData:
         self.reload(force=True)
 
     def reload(self, force: bool = False) -> None:
+        """Re-read the export when it changed (checked at most every ``RELOAD_SECONDS``, or now with ``force``)."""
         with self._lock:
             now = time.monotonic()
             if not force and now - self._checked < RELOAD_SECONDS:
@@ -73,16 +74,19 @@ class DashboardData:
             self.loaded_at = datetime.now().astimezone()
 
     def table(self, name: str) -> list[dict]:
+        """The rows of one monitoring table, reloaded first if the export changed."""
         self.reload()
         return self.rows.get(name, [])
 
     # -- views ---------------------------------------------------------------------------
 
     def metrics(self, window: str, slice_field: str | None = None) -> list[dict]:
+        """Metric rows of one window kind, optionally of one slice field only."""
         return [r for r in self.table(tables.METRICS)
                 if r["window"] == window and (slice_field is None or r["slice_field"] == slice_field)]
 
     def overview(self) -> dict:
+        """Dates, versions, slice fields and the latest day's figures (``/api/overview``)."""
         rows = self.metrics("day", tables.OVERALL)
         dates = sorted({r["date"] for r in rows})
         versions = sorted({r["model_version"] for r in rows}, key=_version_key)
@@ -138,6 +142,7 @@ class DashboardData:
         return _clean({"window": window, "slice_field": slice_field, "slice_value": slice_value, "series": series})
 
     def reliability(self, version: str | None = None, day: str | None = None) -> dict:
+        """The reliability curve of a version's day (default: the latest, largest day)."""
         rows = [r for r in self.metrics("day", tables.OVERALL) if r["impressions"]]
         if version:
             rows = [r for r in rows if r["model_version"] == version]
@@ -153,6 +158,7 @@ class DashboardData:
                        "calibration": r["calibration"], "mature": r["mature"], "bins": bins})
 
     def drift(self, day: str | None = None, version: str | None = None) -> dict:
+        """Feature drift rows of a day (default: the latest), largest PSI first."""
         rows = self.table(tables.FEATURE_DRIFT)
         dates = sorted({r["date"].isoformat() for r in rows})
         day = day or (dates[-1] if dates else None)
@@ -163,18 +169,22 @@ class DashboardData:
         return _clean({"date": day, "dates": dates, "rows": out})
 
     def params(self) -> dict:
+        """Parameter drift between consecutive versions, per model in version order."""
         rows = sorted(self.table(tables.PARAM_DRIFT), key=lambda r: (r["model_name"], _version_key(r["to_version"])))
         return _clean({"rows": [{k: v for k, v in r.items() if k not in ("run_id",)} for r in rows]})
 
     def alerts(self, limit: int = 200) -> dict:
+        """The newest ``limit`` alerts and the total count."""
         rows = sorted(self.table(tables.ALERTS), key=lambda r: (r["window_start"], r["fired_at"]), reverse=True)
         return _clean({"rows": rows[:limit], "total": len(rows)})
 
     def decisions(self, limit: int = 50) -> dict:
+        """The newest ``limit`` scheduler decisions (without their inputs)."""
         rows = sorted(self.table(tables.SCHEDULE_DECISIONS), key=lambda r: r["decided_at"], reverse=True)
         return _clean({"rows": [{k: v for k, v in r.items() if k != "inputs_json"} for r in rows[:limit]]})
 
     def compare(self, a: str | None = None, b: str | None = None) -> dict:
+        """Two versions side by side (default: the last two) on their common days, and their parameter drift."""
         rows = [r for r in self.metrics("day", tables.OVERALL) if r["impressions"]]
         versions = sorted({r["model_version"] for r in rows}, key=_version_key)
         if not (a and b):
@@ -239,6 +249,7 @@ def _page(page: str, initial: dict) -> str:
 
 
 def create_app(settings: Settings):
+    """The dashboard's FastAPI app: the two pages, the JSON endpoints and the static files."""
     from fastapi import FastAPI, Query
     from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
@@ -311,6 +322,7 @@ def create_app(settings: Settings):
 
 
 def serve(settings: Settings, host: str, port: int) -> int:
+    """Serve the dashboard with uvicorn on ``host:port`` until interrupted."""
     import uvicorn
 
     app = create_app(settings)

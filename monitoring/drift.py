@@ -56,6 +56,7 @@ DEFAULT_NUMERIC_BINS = 10
 
 
 def field_kind(dtype: str) -> str:
+    """Drift kind of a raw field by its Spark type: ``numeric``, ``multivalued`` or ``categorical``."""
     return {"double": "numeric", "array<string>": "multivalued"}.get(dtype, "categorical")
 
 
@@ -85,6 +86,8 @@ def psi(reference_counts: Sequence[float], live_counts: Sequence[float], floor: 
 
 @dataclass
 class FieldProfile:
+    """One field's reference bins and counts (with the decile edges for a numeric field)."""
+
     kind: str
     bins: list[str]
     counts: list[int]
@@ -92,21 +95,26 @@ class FieldProfile:
 
     @property
     def categories(self) -> list[str]:
+        """The reference's top values (the bins without ``__other__`` and ``__missing__``)."""
         return [b for b in self.bins if b not in (OTHER, MISSING)]
 
 
 @dataclass
 class ReferenceProfile:
+    """The binned distribution of every field over a reference window."""
+
     label: str  # "observations@v3 [2026-11-01, 2026-11-05)"
     rows: int
     fields: dict[str, FieldProfile]
 
     def to_json(self) -> str:
+        """The profile as JSON, keys sorted."""
         return json.dumps({"label": self.label, "rows": self.rows,
                            "fields": {k: asdict(v) for k, v in self.fields.items()}}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ReferenceProfile":
+        """Inverse of :meth:`to_json`."""
         d = json.loads(text)
         return cls(d["label"], int(d["rows"]), {k: FieldProfile(**v) for k, v in d["fields"].items()})
 
@@ -151,6 +159,7 @@ def _long_format(df: "DataFrame", fields: Sequence[str], value_of, keep: Sequenc
 
 
 def reference_label(table: str, version: int, window: Window) -> str:
+    """A reference's label: ``<table>@v<version> [start, end)``."""
     return f"{table}@v{version} {window}"
 
 
@@ -277,6 +286,8 @@ def drift_rows(profile: ReferenceProfile, counts: Mapping[tuple[str, str], Mappi
 
 @dataclass
 class FeatureDriftResult:
+    """Feature drift rows, the reference of each version, and the versions skipped with why."""
+
     rows: list[dict[str, Any]]
     references: dict[str, str]  # model version -> reference label
     skipped: dict[str, str]  # model version -> why no drift was computed

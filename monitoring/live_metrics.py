@@ -58,6 +58,8 @@ GROUP_DDL = (
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    """How live metrics are computed: slice fields, top-N, attribution window, ``as_of`` and bins."""
+
     slice_fields: tuple[str, ...] = DEFAULT_SLICES
     top_n: int = 20
     attribution_hours: float = 24.0
@@ -80,12 +82,15 @@ class MetricsConfig:
             raise ConfigurationError("label look-back days must be >= 0")
 
     def resolved_as_of(self) -> datetime:
+        """``as_of`` as an aware UTC time, now when not given."""
         t = self.as_of or datetime.now(timezone.utc)
         return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 @dataclass
 class MetricsResult:
+    """Live metric rows for the days, with the lines read and left out per day and the label horizon."""
+
     days: list[str]
     rows: pa.Table  # monitor_metrics rows without the run columns
     lines_read: dict[str, int] = field(default_factory=dict)  # per log day

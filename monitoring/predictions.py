@@ -37,6 +37,7 @@ REASONS = ("malformed_json", "bad_time", "no_model_version", "bad_ctr", "duplica
 
 
 def day_files(predictions_dir: Path, day: date) -> list[str]:
+    """The hourly prediction-log files of one day, sorted."""
     folder = Path(predictions_dir) / f"date={day.isoformat()}"
     return sorted(str(p) for p in folder.glob("hour=*.jsonl")) if folder.is_dir() else []
 

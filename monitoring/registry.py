@@ -27,6 +27,8 @@ _WINDOW = re.compile(r"\[\s*(\d{4}-\d{2}-\d{2})\s*,\s*(\d{4}-\d{2}-\d{2})\s*\)")
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """One registered version: creation time, run, aliases, tags and its run's params."""
+
     version: str
     created_at: datetime
     run_id: str | None
@@ -36,14 +38,17 @@ class VersionInfo:
 
     @property
     def train_window(self) -> Window | None:
+        """The version's training window, from its run's data params (None if not recorded)."""
         return parse_window(self.params.get("data.train_window") or self.params.get("data.windows.train"))
 
     @property
     def table(self) -> str:
+        """The warehouse table the version was trained on (``observations`` by default)."""
         return self.params.get("data.table") or "observations"
 
     @property
     def delta_version(self) -> int | None:
+        """The Delta version of the table it was trained on, or None if not recorded."""
         v = self.params.get("data.delta_version")
         return int(v) if v not in (None, "", "null") and str(v).lstrip("-").isdigit() else None
 
@@ -101,6 +106,7 @@ def versions(settings: Settings, model_name: str) -> list[VersionInfo]:
 
 
 def champion(infos: list[VersionInfo]) -> VersionInfo | None:
+    """The version the ``champion`` alias points at, if any."""
     from training.tracking import CHAMPION
 
     return next((v for v in infos if CHAMPION in v.aliases), None)

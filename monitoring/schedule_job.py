@@ -140,6 +140,7 @@ def latest_final_day(spark: "SparkSession", settings: Settings, attribution_hour
 
 def train_command(start: date, train_days: int, model_name: str, trials: int | None,
                   wall_seconds: float | None) -> str:
+    """The ``ctr train`` command equivalent to a retrain (what ``--dry-run`` prints)."""
     cmd = (f"ctr train --start {start.isoformat()} --train-days {train_days} --validation-days 1 "
            f"--test-days 1 --model-name {model_name}")
     if trials:
@@ -173,6 +174,8 @@ def _record(spark, settings, model_name: str, *, decision_id: str, action: str, 
 
 @dataclass
 class ScheduleOutcome:
+    """One ``ctr schedule`` run: the decision, its inputs and context, and the retrain's result if any."""
+
     decision: Decision
     inputs: Inputs
     context: dict[str, Any]

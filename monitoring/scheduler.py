@@ -41,6 +41,8 @@ RETRAIN, WAIT, GIVE_UP = "retrain", "wait", "give_up"
 
 @dataclass(frozen=True)
 class Policy:
+    """The scheduler's thresholds, cost model and retry limits."""
+
     max_age_hours: float = 168.0
     hard_max_age_hours: float = 336.0
     min_hours_between_trainings: float = 12.0
@@ -85,6 +87,8 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Inputs:
+    """What the decision reads: the model's age, its live metrics, drift, past runs, spend and attempts."""
+
     now: datetime
     has_model: bool = True
     model_created_at: datetime | None = None  # the production (champion) version's registration time
@@ -102,6 +106,8 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Decision:
+    """What to do (``retrain``, ``wait`` or ``give_up``), why, and the cost and value weighed."""
+
     action: str  # "retrain" | "wait" | "give_up"
     reasons: tuple[str, ...]
     triggers: tuple[str, ...] = ()
@@ -112,9 +118,11 @@ class Decision:
 
     @property
     def retrain(self) -> bool:
+        """Whether the decision is to retrain."""
         return self.action == RETRAIN
 
     def as_dict(self) -> dict[str, Any]:
+        """The decision as a plain dict, with ``retrain`` added."""
         d = asdict(self)
         d["retrain"] = self.retrain
         return d
@@ -138,6 +146,7 @@ def backoff(failures: int, policy: Policy) -> timedelta:
 
 
 def estimated_cost(inputs: Inputs, policy: Policy) -> tuple[float, str]:
+    """Estimated cost of one training run and how it was estimated (median past duration x hourly cost)."""
     runs = [s for s in inputs.past_run_seconds if s is not None and s > 0]
     if runs:
         hours = statistics.median(runs) / 3600
@@ -278,6 +287,7 @@ def decide(inputs: Inputs, policy: Policy = Policy()) -> Decision:
 
 
 def inputs_as_dict(inputs: Inputs) -> dict[str, Any]:
+    """The inputs as a plain dict, attempts included, for the decisions table."""
     d = asdict(inputs)
     d["attempts"] = [asdict(a) for a in inputs.attempts]
     return d

@@ -21,5 +21,5 @@ Modules:
   :mod:`synthetic`.)
 
 Nothing here unpickles: models are read from ``weights.npz`` (``allow_pickle=False``), the
-spec TOML and JSON, through :func:`training.artifacts.load_model_dir`.
+spec TOML and JSON, through the shared model contract (:mod:`shared.model.format`).
 """

@@ -79,6 +79,8 @@ SECURITY_SCHEME = {"type": "http", "scheme": "bearer",
 
 @dataclass
 class ServingState:
+    """What the app serves with: the model manager, metrics, prediction log, token and request limits."""
+
     manager: ModelManager
     metrics: ServingMetrics
     predlog: PredictionLog | None
@@ -88,11 +90,14 @@ class ServingState:
 
 
 class ScoringContext(NamedTuple):
+    """What a scoring handler gets: the scorer grabbed once for the request, and the state."""
+
     scorer: Scorer
     state: ServingState
 
 
 def get_state(request: Request) -> ServingState:
+    """The app's :class:`ServingState` (a FastAPI dependency)."""
     return request.app.state.serving
 
 
@@ -196,6 +201,7 @@ class ScoringApp(FastAPI):
     themselves, so their schemas are added as components, with the bearer scheme."""
 
     def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, built once, with the request schemas and the bearer scheme added."""
         if self.openapi_schema is None:
             doc = get_openapi(title=self.title, version=self.version, description=self.description,
                               routes=self.routes)

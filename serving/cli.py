@@ -7,6 +7,7 @@ from shared.errors import ConfigurationError
 
 
 def register(sub) -> None:
+    """Add the ``serve`` subcommand."""
     p = sub.add_parser(
         "serve", help="serve the scoring endpoint (FastAPI + uvicorn) for the model behind a registry alias",
         description="Serve POST /v1/score and /v1/openrtb on --host/--port (default 127.0.0.1:8080). "
@@ -27,6 +28,7 @@ def register(sub) -> None:
 
 
 def run_serve(args, settings) -> int:
+    """``ctr serve``: serve the scoring endpoint until interrupted."""
     import logging
     from pathlib import Path
 

@@ -37,6 +37,8 @@ DEFAULT_RETRY_FAILED_SECONDS = 60.0
 
 
 class ModelSource(Protocol):
+    """Where the manager gets models: the version to serve now, and how to load it."""
+
     @property
     def description(self) -> str:
         """What is served, for the log and the errors."""
@@ -56,12 +58,15 @@ class DirectorySource:
 
     @property
     def description(self) -> str:
+        """What is served, for the log and the errors."""
         return f"directory {self.path}"
 
     def current_ref(self) -> str:
+        """The directory itself: it never changes."""
         return str(self.path)
 
     def load(self, ref: str) -> Scorer:
+        """Load the directory; raises :class:`ModelLoadError`."""
         return load_scorer(ref, source="directory")
 
 
@@ -75,6 +80,7 @@ class RegistrySource:
 
     @property
     def description(self) -> str:
+        """What is served, for the log and the errors: ``models:/<name>@<alias>`` and the store."""
         return f"models:/{self.model_name}@{self.alias} ({self.settings.mlflow_tracking_uri})"
 
     def _client(self):
@@ -83,6 +89,7 @@ class RegistrySource:
         return configure_mlflow(self.settings).MlflowClient()
 
     def current_ref(self) -> str:
+        """The version the alias points at now; :class:`ModelLoadError` when it cannot be resolved."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -92,6 +99,7 @@ class RegistrySource:
         return str(mv.version)
 
     def load(self, ref: str) -> Scorer:
+        """Download and load version ``ref``, checking its files against the registered fingerprint."""
         from mlflow.exceptions import MlflowException
 
         # no tqdm bars in the server log for each download (an explicit setting wins)
@@ -140,6 +148,7 @@ class ModelManager:
 
     @property
     def polling(self) -> bool:
+        """Whether the manager follows a registry alias (a registry source and a poll interval)."""
         return isinstance(self.source, RegistrySource) and self.poll_seconds > 0
 
     def _fail(self, reason: str, message: str) -> None:
@@ -205,6 +214,7 @@ class ModelManager:
                 log.exception("model poller iteration failed")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the poller thread, waiting up to ``timeout`` seconds."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

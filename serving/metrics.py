@@ -16,6 +16,8 @@ ENDPOINTS = ("score", "openrtb")
 
 
 class ServingMetrics:
+    """The Prometheus metrics of one app, in their own registry."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("ctr_requests", "Scoring requests by endpoint and HTTP status.",
@@ -48,21 +50,25 @@ class ServingMetrics:
         self._scored = {e: self.scored.labels(e) for e in ENDPOINTS}
 
     def observe_ok(self, endpoint: str, seconds: float, n_scored: int) -> None:
+        """Count a successful request, its latency and the impressions it scored."""
         self._latency[endpoint].observe(seconds)
         self._ok[endpoint].inc()
         self._scored[endpoint].inc(n_scored)
 
     def observe_error(self, endpoint: str, status: int, kind: str, seconds: float | None) -> None:
+        """Count a refused or failed request by status and kind (and its latency, if it ran)."""
         if seconds is not None:  # None: refused before the handler ran (auth, readiness)
             self._latency[endpoint].observe(seconds)
         self.requests.labels(endpoint, str(status)).inc()
         self.errors.labels(endpoint, kind).inc()
 
     def set_model(self, version: str, alias: str | None, fingerprint: str, loaded_at: float) -> None:
+        """Publish the served model's version, alias, fingerprint and load time."""
         self.model_info.clear()
         self.model_info.labels(version, alias or "", fingerprint).set(1)
         self.model_version.set(int(version) if version.isdigit() else -1)
         self.model_loaded.set(loaded_at)
 
     def exposition(self) -> tuple[bytes, str]:
+        """The metrics in the Prometheus text format, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -37,6 +37,7 @@ class ApiError(CtrError):  # statuses span the families (400/422 input, 401 auth
 
 
 def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (``string``, ``number``, ``array``, ...), for messages."""
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
@@ -68,6 +69,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def load_json_object(body: bytes, what: str) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object; :class:`ApiError` 400 or 422 otherwise."""
     if not body:
         raise ApiError(400, "malformed_json", f"empty request body: expected a JSON {what}")
     try:

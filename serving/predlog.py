@@ -20,8 +20,8 @@ received (JSON whitespace newlines blanked) and the CTR of each of its records i
      "ctrs": [0.0123, ...],               ctrs[i] is the prediction for request.records[i]
      "request": {"records": [{"id": ..., "fields": {...}}, ...], ...}}
 
-so the bidder never re-serialises what the client already serialised (re-encoding the
-fields of 100 records cost more CPU than featurizing them). :func:`expand_line` turns
+so the bidder never re-serialises what the client already serialised (why: docs/serving.md).
+:func:`expand_line` turns
 either kind into per-impression rows; ``monitoring.predictions`` does the same in Spark.
 
 The request handler only appends one tuple per request to a bounded in-memory queue
@@ -55,6 +55,7 @@ YIELD_EVERY = 64  # records serialised between GIL hand-backs
 
 
 def hour_path(root: Path, ts: float) -> Path:
+    """The hourly file a line received at ``ts`` goes to: ``date=YYYY-MM-DD/hour=HH.jsonl``."""
     t = datetime.fromtimestamp(ts, timezone.utc)
     return root / f"date={t:%Y-%m-%d}" / f"hour={t:%H}.jsonl"
 
@@ -87,6 +88,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the writer thread (once)."""
         if self._thread is None:
             self._closing = False
             self._thread = threading.Thread(target=self._run, name="ctr-prediction-log", daemon=True)

@@ -51,6 +51,8 @@ EXAMPLE_ADS: list[Any] = [
 
 
 class ScoreRecord(BaseModel):
+    """One record to score: an optional id and its raw feature fields."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(None, max_length=MAX_ID_CHARS,
@@ -83,11 +85,15 @@ class ScoreRequest(BaseModel):
 
 
 class Prediction(BaseModel):
+    """The predicted CTR of one record."""
+
     id: str | None = Field(description="The record's id, as given.")
     ctr: float = Field(description="Predicted click probability, in (0, 1).", examples=[0.0137])
 
 
 class ModelStamp(BaseModel):
+    """Which model scored the request."""
+
     request_id: str = Field(description="The request's id (given, BidRequest.id, or generated).")
     model_version: str = Field(description="Registry version of the model that scored *every* record "
                                            "of this request (or `dir:<sha>` for a served directory).")
@@ -96,10 +102,14 @@ class ModelStamp(BaseModel):
 
 
 class ScoreResponse(ModelStamp):
+    """The response of `/v1/score`: one prediction per record."""
+
     predictions: list[Prediction] = Field(description="One per record, in request order.")
 
 
 class CandidateAd(BaseModel):
+    """A candidate ad's fields, added to each impression's fields when scoring it."""
+
     model_config = ConfigDict(extra="forbid")
 
     advertiser_id: str | None = None
@@ -133,12 +143,16 @@ class BidRequest(BaseModel):
 
 
 class AdPrediction(BaseModel):
+    """The predicted CTR of one candidate ad for one impression."""
+
     index: int = Field(description="Position of the ad in `ads`.")
     creative_id: str | None
     ctr: float
 
 
 class ImpressionPrediction(BaseModel):
+    """The prediction for one impression (and each candidate ad)."""
+
     imp_id: str
     ctr: float = Field(description="Without candidate ads: the impression's predicted CTR with the ad fields "
                                    "missing. With candidates: the highest candidate CTR (that of `best_ad`).")
@@ -147,20 +161,28 @@ class ImpressionPrediction(BaseModel):
 
 
 class OpenRtbResponse(ModelStamp):
+    """The response of `/v1/openrtb`: one prediction per impression."""
+
     impressions: list[ImpressionPrediction] = Field(description="One per `imp`, in request order.")
 
 
 class ErrorBody(BaseModel):
+    """Why a request was refused."""
+
     kind: Literal["malformed_json", "wrong_type", "missing_field", "unknown_field", "bad_value", "invalid",
                   "too_large", "unauthorized", "not_ready", "internal"]
     message: str = Field(description="What is wrong and where (a JSON path such as `records[3].fields`).")
 
 
 class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
     error: ErrorBody
 
 
 class ModelInfo(BaseModel):
+    """The served model (`GET /v1/model`)."""
+
     model_name: str | None
     version: str
     alias: str | None
@@ -183,10 +205,14 @@ class ModelInfo(BaseModel):
 
 
 class Health(BaseModel):
+    """Liveness (`GET /healthz`)."""
+
     status: Literal["ok"]
 
 
 class Readiness(BaseModel):
+    """Readiness (`GET /readyz`): whether a model is loaded, and if not why."""
+
     ready: bool
     model_version: str | None = None
     reason: str | None = None

@@ -134,6 +134,7 @@ class Scorer:
         return sigmoid(z).tolist()
 
     def describe(self) -> dict[str, Any]:
+        """The served model as ``GET /v1/model`` reports it."""
         return {
             "model_name": self.model_name,
             "version": self.version,

@@ -33,6 +33,8 @@ GIL_SWITCH_INTERVAL = 0.0005  # seconds; see serve_forever
 
 @dataclass(frozen=True)
 class ServeOptions:
+    """How ``ctr serve`` runs: which model, polling, auth token and prediction-log settings."""
+
     model_name: str = DEFAULT_MODEL_NAME
     alias: str = "champion"
     model_dir: Path | None = None  # serve this directory instead of the registry alias
@@ -48,6 +50,7 @@ class ServeOptions:
 
     @classmethod
     def token_from_env(cls, env=None) -> str | None:
+        """The bearer token from ``CTR_API_TOKEN``, or None when unset or empty."""
         value = (os.environ if env is None else env).get(TOKEN_ENV, "")
         return value or None
 

@@ -26,6 +26,7 @@ KEY_SEPARATOR = "\x1f"  # ASCII unit separator
 
 
 def feature_columns(entities: Sequence[str] = tuple(ENTITIES), lookbacks: Sequence[int] = LOOKBACK_DAYS) -> list[str]:
+    """Aggregate column names ``<entity>_<imps|clicks>_<n>d`` for each entity and lookback."""
     return [f"{e}_{kind}_{n}d" for e in entities for n in lookbacks for kind in ("imps", "clicks")]
 
 

@@ -34,18 +34,22 @@ class Settings:
     # Derived locations under the data root; one definition each.
     @property
     def raw_dir(self) -> Path:
+        """Where the raw impression and click logs land."""
         return self.home / "raw"
 
     @property
     def warehouse_dir(self) -> Path:
+        """Root of the Delta tables."""
         return self.home / "warehouse"
 
     @property
     def mlflow_dir(self) -> Path:
+        """Root of the local MLflow store."""
         return self.home / "mlflow"
 
     @property
     def predictions_dir(self) -> Path:
+        """Root of the bidder's prediction log."""
         return self.home / "predictions"
 
     def table_path(self, name: str) -> str:
@@ -53,6 +57,7 @@ class Settings:
         return str(self.warehouse_dir / name)
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (``home`` as a string), for printing."""
         d = asdict(self)
         d["home"] = str(self.home)
         return d

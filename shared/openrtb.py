@@ -18,6 +18,8 @@ from shared.errors import InputError
 
 @dataclass(frozen=True)
 class RawField:
+    """A raw feature field the OpenRTB mapping produces: name, Spark type and where it comes from."""
+
     name: str
     dtype: str  # "string" | "long" | "double" | "array<string>"
     doc: str

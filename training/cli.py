@@ -19,6 +19,7 @@ def _data_args(p) -> None:
 
 
 def register(sub) -> None:
+    """Add the ``train``, ``backtest`` and ``models`` subcommands."""
     p = sub.add_parser(
         "train",
         help="train on a warehouse window with the constrained search; register and gate the version",
@@ -98,6 +99,7 @@ def register(sub) -> None:
 
 
 def run_train(args, settings) -> int:
+    """``ctr train``: search, refit, gate and register a model on a warehouse window."""
     from shared.errors import CommandError
 
     for flag in ("train_days", "validation_days", "test_days"):
@@ -167,6 +169,7 @@ def run_train(args, settings) -> int:
 
 
 def run_backtest(args, settings) -> int:
+    """``ctr backtest``: a rolling back-test of one setting, given or taken from a registered version."""
     from shared.errors import CommandError
 
     if args.days < 1 or args.train_days < 1:
@@ -196,6 +199,7 @@ def run_backtest(args, settings) -> int:
 
 
 def run_models(args, settings) -> int:
+    """``ctr models list|promote|rollback``: show registered versions or move the champion alias."""
     from training import tracking
 
     if args.models_command == "list":

@@ -112,10 +112,12 @@ class FTRLState:
 
     @classmethod
     def zeros(cls, n_features: int) -> "FTRLState":
+        """The state before any row: all accumulators zero for ``n_features`` weights and the intercept."""
         return cls(np.zeros(n_features + 1), np.zeros(n_features + 1), 0)
 
     @property
     def n_features(self) -> int:
+        """Number of feature weights (the intercept excluded)."""
         return int(self.z.shape[0] - 1)
 
     def to_arrays(self) -> dict[str, np.ndarray | np.int64]:

@@ -148,6 +148,7 @@ class SparseLogisticRegression(ClassifierMixin, BaseEstimator):
 
     # -- fitting ----------------------------------------------------------------
     def fit(self, X, y):
+        """Fit on CSR ``X`` and 0/1 ``y`` (negatives downsampled, intercept recalibrated); returns self."""
         started = time.perf_counter()
         solver = self._validated_solver()
         X = as_csr(X)
@@ -191,6 +192,7 @@ class SparseLogisticRegression(ClassifierMixin, BaseEstimator):
     # -- prediction -----------------------------------------------------------
     @property
     def coef_(self) -> sp.csr_matrix:
+        """The weights as a 1 x n_features sparse row, as scikit-learn exposes them."""
         self._check_fitted()
         return sp.csr_matrix(
             (self.weights_, self.indices_, np.array([0, self.indices_.size])),
@@ -222,6 +224,7 @@ class SparseLogisticRegression(ClassifierMixin, BaseEstimator):
         return sigmoid(self._margin(X) + self.raw_intercept_)
 
     def predict(self, X) -> np.ndarray:
+        """Predicted class per row: 1 where the click probability exceeds 0.5."""
         return (self.decision_function(X) > 0).astype(np.int64)
 
     def hyperparameters(self) -> dict:

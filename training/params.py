@@ -32,6 +32,7 @@ class Interval:
     open_high: bool = False
 
     def check(self, name: str, value: Any) -> None:
+        """Raise :class:`ParameterError` unless ``value`` is a finite number (integer if required) in the interval."""
         kind = Integral if self.integer else Real
         # a bool, not an isinstance narrowing: numbers.Real declares only < and <= (typeshed),
         # and the bounds below compare the value as given (an int beyond 2**53 is not rounded)
@@ -55,6 +56,7 @@ class Options:
     values: tuple
 
     def check(self, name: str, value: Any) -> None:
+        """Raise :class:`ParameterError` unless ``value`` is one of the allowed values."""
         if value not in self.values:
             raise ParameterError(f"{name} must be one of {list(self.values)}, got {value!r}")
 
@@ -67,6 +69,7 @@ class Seed:
     """An int, a numpy RandomState or None (scikit-learn's ``random_state``)."""
 
     def check(self, name: str, value: Any) -> None:
+        """Raise :class:`ParameterError` unless ``value`` is an int, a RandomState, a Generator or None."""
         if value is None or (isinstance(value, Integral) and not isinstance(value, bool)):
             return
         if type(value).__name__ in ("RandomState", "Generator"):

@@ -50,6 +50,7 @@ class CtrPyfuncModel(PythonModel):
         self.featurizer = Featurizer(check_spec(model))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Click probability per row of a frame of raw fields, in the ``click_probability`` column."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         X = self.featurizer.transform(frame)
         return pd.DataFrame({OUTPUT_COLUMN: self.model.score_batch(X)}, index=frame.index)

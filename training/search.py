@@ -85,6 +85,8 @@ class SearchSpaceError(ConfigurationError):
 
 @dataclass(frozen=True)
 class Dimension:
+    """One searched hyperparameter: its distribution and its bounds or choices."""
+
     name: str
     distribution: str
     low: float | None = None
@@ -99,6 +101,7 @@ class Dimension:
         return self.low, self.high
 
     def sample(self, rng: np.random.Generator):
+        """Draw one value from the distribution."""
         if self.distribution == "choice":
             v = self.values[int(rng.integers(len(self.values)))]
             return v.item() if isinstance(v, np.generic) else v
@@ -112,6 +115,7 @@ class Dimension:
         return min(max(v, low), high)  # guard the float round trip through exp/log
 
     def contains(self, value) -> bool:
+        """Whether ``value`` lies within the bounds or among the choices."""
         if self.distribution == "choice":
             return value in self.values
         low, high = self.bounds
@@ -145,6 +149,8 @@ class Rules:
 
 @dataclass(frozen=True)
 class Halving:
+    """The successive-halving schedule: keep ``1/eta`` per rung, starting at ``min_fraction`` of the rows."""
+
     eta: int = 3
     min_fraction: float = 1 / 9
 
@@ -158,6 +164,8 @@ class Halving:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A parsed search space: searched dimensions, fixed values, budget, halving schedule and rules."""
+
     dimensions: dict[str, Dimension]
     fixed: dict[str, Any]
     budget: Budget
@@ -166,6 +174,7 @@ class SearchSpace:
     rules: Rules = Rules()
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One configuration: the fixed values plus a draw of every dimension."""
         params = dict(self.fixed)
         for name in sorted(self.dimensions):
             params[name] = self.dimensions[name].sample(rng)
@@ -366,6 +375,7 @@ class SparkTrialPool:
         return self._sc.parallelize([task], 1).map(fn).collect()[0]
 
     def submit(self, fn, task: dict):
+        """Run ``fn(task)`` as a one-task Spark job; returns a future of its result."""
         return self._threads.submit(self._job, fn, task)
 
     def __enter__(self) -> "SparkTrialPool":
@@ -377,6 +387,8 @@ class SparkTrialPool:
 
 @dataclass
 class TrialResult:
+    """One trial at one rung: its configuration, rows, status, validation metrics and cost."""
+
     config_id: int
     rung: int
     n_rows: int
@@ -393,11 +405,14 @@ class TrialResult:
 
     @property
     def val_log_loss(self) -> float:
+        """Validation log-loss, or inf unless the trial ended ``ok``."""
         return float(self.val_metrics.get("log_loss", math.inf)) if self.status == "ok" else math.inf
 
 
 @dataclass
 class SearchResult:
+    """The search's outcome: the best configuration, every trial, and how the budget was spent."""
+
     best_params: dict[str, Any]
     best_val_log_loss: float
     best_trial: TrialResult

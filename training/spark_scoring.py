@@ -29,7 +29,9 @@ class SparseModel(Protocol):
     weights_: np.ndarray
 
     @property
-    def intercept_(self) -> float: ...
+    def intercept_(self) -> float:
+        """The intercept added to every margin."""
+        ...
 
 
 def flat_list(list_array: "pa.Array") -> tuple[np.ndarray, np.ndarray]:

@@ -53,6 +53,8 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class GateDecision:
+    """Whether a candidate was promoted over the champion, why, and the log-losses compared."""
+
     promoted: bool
     reason: str
     candidate_version: str
@@ -67,6 +69,8 @@ class GateDecision:
 
 @dataclass(frozen=True)
 class TrainingRun:
+    """A logged and registered training: run id, version, model URIs and the gate's decision."""
+
     run_id: str
     model_name: str
     version: str
@@ -197,6 +201,7 @@ def list_versions(settings: Settings, model_name: str) -> list[dict[str, Any]]:
 
 
 def champion_version(settings: Settings, model_name: str) -> str | None:
+    """The version the ``champion`` alias points at, or None."""
     mv = _champion(_client(settings), model_name)
     return None if mv is None else mv.version
 

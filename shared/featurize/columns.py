@@ -22,6 +22,7 @@ Frame: TypeAlias = "pd.DataFrame | pa.Table | pa.RecordBatch"
 
 
 def arrow_modules() -> tuple[ModuleType, ModuleType]:
+    """``pyarrow`` and ``pyarrow.compute``, imported on first use."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -29,6 +30,7 @@ def arrow_modules() -> tuple[ModuleType, ModuleType]:
 
 
 def arrow_array(col: Column) -> pa.Array:
+    """One contiguous Arrow array from an array or chunked array."""
     pa, _ = arrow_modules()
     if isinstance(col, pa.ChunkedArray):
         if col.num_chunks == 1:
@@ -38,6 +40,7 @@ def arrow_array(col: Column) -> pa.Array:
 
 
 def is_arrow(col: object) -> bool:
+    """Whether ``col`` is a pyarrow object (checked by module, without importing pyarrow)."""
     return type(col).__module__.startswith("pyarrow")
 
 
@@ -145,6 +148,7 @@ def list_elements(col: Column) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.si
 
 
 def frame_columns(frame: Frame) -> tuple[dict[str, Column], int]:
+    """The columns of a pandas DataFrame or Arrow table/batch by name, and the row count."""
     if is_arrow(frame):
         pa, _ = arrow_modules()
         if isinstance(frame, (pa.Table, pa.RecordBatch)):
@@ -159,6 +163,7 @@ def frame_columns(frame: Frame) -> tuple[dict[str, Column], int]:
 
 
 def slice_frame(frame: Frame, start: int, stop: int) -> Frame:
+    """Rows ``[start, stop)`` of a pandas or Arrow frame."""
     return frame.slice(start, stop - start) if is_arrow(frame) else frame.iloc[start:stop]
 
 

@@ -58,6 +58,7 @@ _T_co = TypeVar("_T_co", covariant=True)
 
 
 def key_prefix(namespace: str) -> str:
+    """The ``ns=`` prefix of every keyed feature of a namespace."""
     return namespace + "="
 
 
@@ -67,14 +68,17 @@ def categorical_key(namespace: str, token: str) -> str:
 
 
 def cross_key(namespace: str, tokens: Sequence[str]) -> str:
+    """Key of a cross: ``name=`` then the fields' tokens joined by U+001F."""
     return key_prefix(namespace) + SEP.join(tokens)
 
 
 def raw_key(namespace: str) -> str:
+    """Key of a raw numeric feature: the bare namespace."""
     return namespace
 
 
 def log_bucket_code(x: float | None) -> int:
+    """The ``log_bucket`` code of a number: ``floor(log2(1 + |x|))``, offset for negatives; inf and missing."""
     if x is None:
         return LOG_MISSING
     if x == math.inf:
@@ -384,6 +388,7 @@ class Featurizer:
     # --- sklearn-style API ------------------------------------------------------------
 
     def fit(self, X: Any = None, y: Any = None) -> "Featurizer":
+        """No-op (the hashing has no state to learn), for scikit-learn pipelines."""
         return self
 
     def transform(self, frame: Frame) -> sp.csr_matrix:
@@ -416,6 +421,7 @@ class Featurizer:
         return self._assemble(n, fixed, raw_vals, multi)
 
     def fit_transform(self, frame: Frame, y: Any = None) -> sp.csr_matrix:
+        """Same as :meth:`transform`."""
         return self.transform(frame)
 
     def _assemble(self, n: int, fixed: list[tuple[int, _Gather]], raw_vals: dict[int, np.ndarray],

@@ -36,6 +36,7 @@ NFC_E, NFD_E = "\u00e9", "e\u0301"
 
 
 def encode_value(v: Any) -> Any:
+    """A raw value as JSON that keeps its Python type (``{"int": "12"}``, ``{"float": "0.5"}``, ...)."""
     if v is None:
         return None
     if isinstance(v, bool):
@@ -52,6 +53,7 @@ def encode_value(v: Any) -> Any:
 
 
 def decode_value(v: Any) -> Any:
+    """Inverse of :func:`encode_value`."""
     if v is None:
         return None
     (tag, x), = v.items()
@@ -311,6 +313,7 @@ def golden_cases(golden_dir: Path = GOLDEN_DIR) -> list[dict[str, Any]]:
 
 
 def render(lines: list[dict[str, Any]]) -> str:
+    """The golden file's text: one JSON object per line."""
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
 
 
@@ -325,6 +328,7 @@ def read_golden(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Write the golden file, or with ``--check`` compare it with the committed one."""
     ap = argparse.ArgumentParser(prog="python -m shared.featurize.golden", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=GOLDEN_DIR, help="folder with the golden specs and file")

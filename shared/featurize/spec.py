@@ -84,6 +84,8 @@ class SpecError(ConfigurationError):
 
 @dataclass(frozen=True)
 class Field:
+    """One raw input field of a spec: its kind and, for numeric fields, the transform."""
+
     name: str
     kind: str
     alias: str | None = None
@@ -102,6 +104,7 @@ class Field:
         return self.kind == "categorical" or (self.kind == "numeric" and self.transform != "raw")
 
     def normalized(self) -> dict[str, Any]:
+        """The field as it enters the spec fingerprint."""
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "namespace": self.namespace}
         if self.kind == "numeric":
             d["transform"] = self.transform
@@ -114,10 +117,13 @@ class Field:
 
 @dataclass(frozen=True)
 class Cross:
+    """A cross of two or three fields, hashed under its own name."""
+
     fields: tuple[str, ...]
     name: str
 
     def normalized(self) -> dict[str, Any]:
+        """The cross as it enters the spec fingerprint."""
         return {"name": self.name, "fields": list(self.fields)}
 
 
@@ -135,6 +141,7 @@ class FeatureSpec:
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<string>") -> "FeatureSpec":
+        """Parse and validate a spec from TOML text; :class:`SpecError` names ``source``."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -143,10 +150,12 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "FeatureSpec":
+        """Validate a spec from parsed TOML; :class:`SpecError` names ``source``."""
         return _parse(data, source)
 
     @property
     def num_features(self) -> int:
+        """Width of the hashed feature space: ``2**bits``."""
         return 1 << self.bits
 
     @property
@@ -155,6 +164,7 @@ class FeatureSpec:
         return tuple(f.name for f in self.fields)
 
     def field(self, name: str) -> Field:
+        """The field called ``name``; KeyError when the spec has none."""
         for f in self.fields:
             if f.name == name:
                 return f
