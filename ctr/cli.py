@@ -20,6 +20,7 @@ from serving import cli as serving_cli
 from shared.config import Settings, load_settings
 from shared.errors import CommandError, CtrError  # noqa: F401  (CommandError: re-exported for callers)
 from synthetic import cli as synthetic_cli
+from synthetic.oracle import oracle_for
 from training import cli as training_cli
 
 # The modules that contribute subcommands (each has ``register(subparsers)``), in --help order.
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         settings = settings_from_args(args)
+        args.oracle = oracle_for(settings)  # the generator's truth, when this data root has it
         result = args.func(args, settings)
     except CtrError as exc:  # a declared error (shared.errors): the user's to fix, one line
         print(f"ctr {args.command}: error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from shared.errors import ConfigurationError
 from shared.openrtb import RAW_FIELD_NAMES
 from synthetic.config import GeneratorConfig
 from synthetic.logs import generate_logs
+from synthetic.oracle import TruthOracle
 from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
 
 
@@ -93,7 +94,7 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
     # The last day is held out for serving and monitoring; the three before it are train/validation/test.
     windows = Windows.consecutive(start, days - 3, 1, 1)
     trained, secs = _timed(train_from_warehouse, spark, settings, windows, "generated_agg", seed=seed,
-                           progress=False)
+                           progress=False, oracle=TruthOracle(settings.raw_dir))
     print(trained.summary(), flush=True)
     t = trained.metrics["test"]
     best = trained.best_possible_test_log_loss
@@ -127,7 +128,7 @@ def monitor_served(spark, settings: Settings) -> str:
 
 
     days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in settings.predictions_dir.glob("date=*"))
-    run = monitor_days(spark, settings, days, MonitorOptions(truth=True))
+    run = monitor_days(spark, settings, days, MonitorOptions(oracle=TruthOracle(settings.raw_dir)))
     return " | ".join(s.line() for s in run.summaries.values())
 
 

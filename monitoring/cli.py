@@ -139,7 +139,8 @@ def run_monitor(args, settings) -> int:
     run = monitor_days(spark, settings, days, MonitorOptions(
         metrics=config, model_name=args.model_name, reference_window=args.reference_window,
         feature_drift=not args.no_drift, param_drift=not args.no_drift, alerts=rules is not None,
-        rules=rules, webhook_url=args.webhook, predictions_dir=args.predictions, truth=args.truth,
+        rules=rules, webhook_url=args.webhook, predictions_dir=args.predictions,
+        oracle=getattr(args, "oracle", None) if args.truth else None,
     ))
     for d in run.days:
         print(run.summaries[d].line())
@@ -221,7 +222,7 @@ def run_schedule(args, settings) -> int:
     from shared.spark import get_spark
 
     spark = get_spark(settings, "ctr-schedule")
-    out = schedule(spark, settings, model_name=args.model_name, policy=policy, dry_run=args.dry_run,
+    out = schedule(spark, settings, model_name=args.model_name, policy=policy, dry_run=args.dry_run, oracle=getattr(args, "oracle", None),
                    train_days=args.train_days, trials=args.trials, wall_seconds=args.wall_seconds, spec=args.spec)
     d = out.decision
     print(f"decision: {d.action.upper()} (champion {out.context.get('champion') or 'none'}; "

@@ -30,6 +30,7 @@ from monitoring import tables
 from monitoring.alerts import AlertResult, RuleSet, load_rules, run_alerts
 from monitoring.live_metrics import MetricsConfig, MetricsResult, compute_metrics
 from shared.config import Settings
+from shared.oracle import Oracle
 from shared.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class MonitorOptions:
     drift_top_k: int = 20
     drift_numeric_bins: int = 10
     predictions_dir: Path | None = None
-    truth: bool = False  # compute the best possible log-loss (generated data only)
+    oracle: Oracle | None = None  # the best possible log-loss (generated data only: synthetic.oracle)
 
 
 @dataclass
@@ -147,17 +148,15 @@ def _headline(day: str, rows: list[dict]) -> DaySummary:
     return s
 
 
-def _best_possible(settings: Settings, labelled: pa.Table | None, day: str) -> float | None:
-    from training.pipeline import best_possible_log_loss, read_truth
-
+def _best_possible(oracle: Oracle, labelled: pa.Table | None, day: str) -> float | None:
     if labelled is None:
         return None
     rows = labelled.filter(pc.equal(labelled.column("day"), day))
     if rows.num_rows == 0:
         return None
     obs_dates = sorted({d for d in rows.column("obs_date").to_pylist() if d})
-    window = Window(date.fromisoformat(obs_dates[0]), date.fromisoformat(obs_dates[-1]) + timedelta(days=1))
-    return best_possible_log_loss(rows.select(["impression_id", "label"]), read_truth(settings.raw_dir, window))
+    return oracle.best_log_loss(rows.select(["impression_id", "label"]), date.fromisoformat(obs_dates[0]),
+                                date.fromisoformat(obs_dates[-1]) + timedelta(days=1))
 
 
 def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date],
@@ -176,7 +175,7 @@ def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date]
     t0 = time.perf_counter()
     preds = read_predictions(spark, settings, days, options.predictions_dir).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result = compute_metrics(spark, settings, preds, days, options.metrics, keep_labelled_rows=options.truth)
+        result = compute_metrics(spark, settings, preds, days, options.metrics, keep_labelled_rows=options.oracle is not None)
         now = datetime.now(timezone.utc)
         rows = _with_run_columns(result.rows, options.metrics, result.label_horizon, run_id, now)
         rows = rows.sort_by([("date", "ascending"), ("model_version", "ascending"), ("window", "ascending"),
@@ -220,8 +219,8 @@ def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date]
     for d in day_strings:
         s = _headline(d, [r for r in pylist if r["date"].isoformat() == d])
         s.excluded_lines = dict(result.excluded.get(d, {}))
-        if options.truth:
-            s.best_possible_log_loss = _best_possible(settings, result.labelled_rows, d)
+        if options.oracle is not None:
+            s.best_possible_log_loss = _best_possible(options.oracle, result.labelled_rows, d)
         day_drift = [r for r in run.feature_drift_rows if r["date"].isoformat() == d and r["psi"] is not None]
         if day_drift:
             top = max(day_drift, key=lambda r: r["psi"])
@@ -234,7 +233,7 @@ def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date]
 
 def monitor_day(spark: "SparkSession", settings: Settings, day: date, **options: Any) -> DaySummary:
     """Monitor one logging day (metrics, drift, alerts) and return its headline figures,
-    including the best possible log-loss when the generator's truth is available."""
-    opts = MonitorOptions(**{"truth": True, **options})
+    with the best possible log-loss when given an ``oracle``."""
+    opts = MonitorOptions(**options)
     return monitor_days(spark, settings, [day], opts).summaries[day.isoformat()]
 

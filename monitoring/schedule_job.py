@@ -29,6 +29,7 @@ from feature_store import tables as warehouse
 from monitoring import registry, tables
 from monitoring.scheduler import Attempt, Decision, Inputs, Policy, decide, inputs_as_dict
 from shared.config import Settings
+from shared.oracle import Oracle
 from shared.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class ScheduleOutcome:
 def run_schedule(spark: "SparkSession", settings: Settings, *, model_name: str, policy: Policy = Policy(),
                  dry_run: bool = False, train_days: int = 5, trials: int | None = None,
                  wall_seconds: float | None = None, spec: str = "generated",
-                 now: datetime | None = None) -> ScheduleOutcome:
+                 now: datetime | None = None, oracle: Oracle | None = None) -> ScheduleOutcome:
     """Decide, record, and (unless ``dry_run``) retrain when the decision says so."""
     inputs, context = gather_inputs(spark, settings, model_name, policy, now)
     decision = decide(inputs, policy)
@@ -212,7 +213,7 @@ def run_schedule(spark: "SparkSession", settings: Settings, *, model_name: str, 
     t0 = time.perf_counter()
     try:
         result = train_from_warehouse(spark, settings, Windows.consecutive(start, train_days), spec,
-                                      trials=trials, wall_seconds=wall_seconds, model_name=model_name)
+                                      trials=trials, wall_seconds=wall_seconds, model_name=model_name, oracle=oracle)
     except Exception as exc:  # recorded for the backoff, then reported by the command
         outcome.error = f"{type(exc).__name__}: {exc}"
         _record(spark, settings, model_name, decision_id=attempt_id, action="attempt", decision=decision,

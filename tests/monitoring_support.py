@@ -36,6 +36,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+from synthetic.oracle import TruthOracle
 
 DAY_A = date(2026, 3, 2)
 DAY_B = date(2026, 3, 3)
@@ -226,7 +227,7 @@ def monitoring_world(spark, tmp_path_factory) -> World:
     run = monitor_days(spark, settings, [DAY_A, DAY_B], MonitorOptions(
         metrics=MetricsConfig(slice_fields=("site_id",), top_n=2, as_of=AS_OF),
         reference_window=Window(REF_DAY, REF_DAY + timedelta(days=1)), param_drift=False,
-        rules=load_rules(rules_path), webhook_url=url, truth=True,
+        rules=load_rules(rules_path), webhook_url=url, oracle=TruthOracle(settings.raw_dir),
     ))
     _WORLD["world"] = World(settings, run, rules_path, url, received, server)
     return _WORLD["world"]

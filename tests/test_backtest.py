@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from synthetic.oracle import TruthOracle
 from warehouse_support import START, tiny_warehouse
 
 pytestmark = pytest.mark.spark
@@ -28,6 +29,7 @@ def test_backtest_cli_rolls_windows_and_writes_one_row_per_test_day(spark, tmp_p
     args = parser.parse_args(["backtest", "--start", START.isoformat(), "--days", "2", "--train-days", "3",
                               "--spec", str(spec_path), "--param", "C=0.5", "--param", "penalty=l2",
                               "--run-id", "bt-test"])
+    args.oracle = TruthOracle(settings.raw_dir)  # what the application root (ctr.cli) gives generated data
     assert args.func(args, settings) == 0
     printed = capsys.readouterr().out
     day1, day2 = START + timedelta(days=3), START + timedelta(days=4)

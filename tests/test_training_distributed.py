@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from warehouse_support import START, tiny_spec, tiny_warehouse
+from synthetic.oracle import TruthOracle
 
 pytestmark = pytest.mark.spark
 
@@ -45,7 +46,8 @@ def test_mllib_path_matches_sklearn_and_registers_a_servable_version(spark, tmp_
     spec = tiny_spec()
     windows = Windows.consecutive(START, 3)
     setting = {"penalty": "l2", "C": 0.5, "tol": 1e-4, "max_iter": 100}
-    result = train_mllib_from_warehouse(spark, settings, windows, spec, grid=[setting], model_name="mllib-test")
+    result = train_mllib_from_warehouse(spark, settings, windows, spec, grid=[setting], model_name="mllib-test",
+                                        oracle=TruthOracle(settings.raw_dir))
 
     # The scikit-learn path on the same rows: batch featurizer, same objective, train + validation.
     frames = _sklearn_frames(spark, settings, windows)

@@ -10,8 +10,8 @@ registered version's ``model.json`` (``--from-model champion``: the search's bes
 Per test day, :func:`training.metrics.evaluate` figures go to the Delta table
 ``backtest_metrics`` (MERGE on (run_id, test_date): re-running a run id replaces its rows)
 and are printed as a table: rows, log_loss, normalized_entropy, auc, calibration, the
-constant-CTR baseline (training-window CTR) and, when the generator's truth files cover
-the day, best_possible_log_loss (null otherwise).
+constant-CTR baseline (training-window CTR) and, when the job is given an oracle
+(:mod:`shared.oracle`; generated data), best_possible_log_loss (null otherwise).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from feature_store.reader import Window
 from shared.config import Settings
+from shared.oracle import Oracle
 from shared.featurize import FeatureSpec, load_spec
 from training.distributed import SETTING_KEYS, normalize_setting
 from training.metrics import evaluate
@@ -92,12 +93,6 @@ def setting_from_model(settings: Settings, model_name: str, ref: str = "champion
     return normalize_setting({k: hp[k] for k in SETTING_KEYS if k in hp}), int(meta["bits"])
 
 
-def _truth_loss(settings: Settings, frame, day: date) -> float | None:
-    from training.pipeline import best_possible_log_loss, read_truth
-
-    return best_possible_log_loss(frame, read_truth(settings.raw_dir, Window(day, day + timedelta(days=1))))
-
-
 def run_backtest(
     spark: "SparkSession",
     settings: Settings,
@@ -114,6 +109,7 @@ def run_backtest(
     delta_version: int | None = None,
     seed: int = 0,
     write: bool = True,
+    oracle: Oracle | None = None,
 ) -> BacktestResult:
     """Rolling windows from ``start``: train ``train_days`` days, test the next day, ``days``
     times. ``bits`` overrides the spec's hash space. Writes ``backtest_metrics`` unless
@@ -163,7 +159,8 @@ def run_backtest(
 
         from feature_store.tables import first_row
         from shared.featurize.spark import featurize_spark
-        from training.distributed import collect_predictions, fit_mllib, predict_spark
+        from training.distributed import fit_mllib
+        from training.spark_scoring import collect_predictions, predict_spark
 
         feats = featurize_spark(df, spec, keep=["impression_id", "label", "date"]).persist(
             StorageLevel.MEMORY_AND_DISK)
@@ -188,7 +185,7 @@ def run_backtest(
                 continue
             yt, p, base_rate, n_train, fit_seconds, test_frame = out
             m = evaluate(yt, p)
-            best = _truth_loss(settings, test_frame, test_day)
+            best = oracle.best_log_loss(test_frame, test_day, test_day + timedelta(days=1)) if oracle else None
             result.rows.append({
                 "run_id": run_id, "test_date": test_day, "train_start": train_start, "train_end": test_day,
                 "rows": int(yt.size), "positives": int(yt.sum()), "log_loss": m["log_loss"],

@@ -131,7 +131,7 @@ def run_train(args, settings) -> int:
                 spark, settings, windows, args.per_segment, spec, run_id=args.run_id, grid=grid,
                 min_rows=args.min_rows, min_positives=args.min_positives, max_retries=args.retries,
                 global_engine=args.global_engine, table=args.table, model_name=args.model_name or SEGMENT_MODEL_NAME,
-                margin=args.margin, delta_version=args.delta_version,
+                margin=args.margin, delta_version=args.delta_version, oracle=getattr(args, "oracle", None),
             )
             print(segment_result.summary())
             return 0
@@ -140,7 +140,7 @@ def run_train(args, settings) -> int:
         result = train_mllib_from_warehouse(
             spark, settings, windows, spec, grid=grid, table=args.table,
             model_name=args.model_name or DEFAULT_MODEL_NAME, margin=args.margin,
-            delta_version=args.delta_version,
+            delta_version=args.delta_version, oracle=getattr(args, "oracle", None),
         )
         print(result.summary())
         return 0
@@ -156,13 +156,14 @@ def run_train(args, settings) -> int:
         result = update_from_champion(settings, new, Window(new.end, new.end + (windows.test.end - windows.test.start)),
                                       table=args.table, ref=args.update,
                                       model_name=args.model_name or DEFAULT_MODEL_NAME, margin=args.margin,
-                                      delta_version=args.delta_version)
+                                      delta_version=args.delta_version, oracle=getattr(args, "oracle", None))
         print(result.summary())
         return 0
     result = train_from_warehouse(
         None, settings, windows, spec, table=args.table, search_space=args.search_space, trials=args.trials,
         wall_seconds=args.wall_seconds, n_jobs=args.jobs, model_name=args.model_name or DEFAULT_MODEL_NAME,
         margin=args.margin, delta_version=args.delta_version, trials_on=args.trials_on, progress=not args.quiet,
+        oracle=getattr(args, "oracle", None),
     )
     print(result.summary())
     return 0
@@ -193,7 +194,8 @@ def run_backtest(args, settings) -> int:
         setting = grid[0]
     spark = get_spark(settings, "ctr-backtest")
     result = backtest(spark, settings, args.start, args.days, args.train_days, spec, setting=setting, bits=bits,
-                      engine=args.engine, run_id=args.run_id, table=args.table, delta_version=args.delta_version)
+                      engine=args.engine, run_id=args.run_id, table=args.table, delta_version=args.delta_version,
+                      oracle=getattr(args, "oracle", None))
     print(result.table())
     return 0
 

@@ -59,6 +59,7 @@ import numpy as np
 
 from feature_store.reader import read_window
 from shared.config import Settings
+from shared.oracle import Oracle
 from shared.featurize import FeatureSpec, load_spec
 from shared.featurize.spark import featurize_spark
 from shared.model.bundle import SEGMENTS_META, load_bundle
@@ -66,7 +67,7 @@ from shared.model.scoring import sigmoid, sorted_pairs_margin
 from training.artifacts import save_model_dir
 from training.metrics import evaluate
 from training.model import PENALTIES
-from training.pipeline import DEFAULT_MODEL_NAME, TrainResult, Windows, best_possible_log_loss, read_truth
+from training.pipeline import DEFAULT_MODEL_NAME, TrainResult, Windows
 from training.search import HARD_LIMITS
 from training.spark_scoring import collect_predictions, flat_list, predict_bundle_spark, predict_spark
 from training.tracking import DEFAULT_MARGIN, log_training_run
@@ -429,6 +430,7 @@ def train_mllib_from_warehouse(
     margin: float | None = None,
     delta_version: int | None = None,
     seed: int = 0,
+    oracle: Oracle | None = None,
 ) -> TrainResult:
     """``ctr train --engine mllib``: the windows of :func:`training.pipeline.train_from_warehouse`,
     fitted with MLlib on Spark. With more than one setting in ``grid`` each is fitted on train
@@ -476,8 +478,8 @@ def train_mllib_from_warehouse(
     metrics = {"validation": evaluate(y_val, p_val), "test": evaluate(y_test, p_test)}
     base_ctr = (clicks["train"] + clicks["validation"]) / (rows["train"] + rows["validation"])
     baseline = evaluate(y_test, np.full(y_test.shape, base_ctr))["log_loss"]
-    best_possible = best_possible_log_loss(test_table.select(["impression_id", "label"]),
-                                           read_truth(settings.raw_dir, windows.test))
+    best_possible = (oracle.best_log_loss(test_table.select(["impression_id", "label"]), windows.test.start,
+                                          windows.test.end) if oracle else None)
     metrics["test"]["baseline_log_loss"] = baseline
     if best_possible is not None:
         metrics["test"]["best_possible_log_loss"] = best_possible

@@ -30,6 +30,7 @@ from shared.aggregates import ENTITIES, feature_columns
 from shared.config import Settings
 from shared.errors import ArtifactError, InputError
 from shared.featurize import Featurizer, FeatureSpec, load_spec
+from shared.oracle import Oracle
 from shared.spark import get_spark
 from training.artifacts import load_engine_state, load_model_dir, save_model_dir
 from training.engines import engine_of
@@ -94,33 +95,6 @@ class TrainResult:
                          f"  -> gap {gap:.5f}")
         lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
         return "\n".join(lines)
-
-
-def read_truth(raw_dir: Path, window: Window) -> "pa.Table | None":
-    """The generator's true click probabilities (impression_id, p_true) for the window's days."""
-    import pyarrow.parquet as pq
-    import pyarrow as pa
-
-    files = []
-    day = window.start
-    while day < window.end:
-        files += sorted((raw_dir / "truth" / f"date={day.isoformat()}").glob("hour=*.parquet"))
-        day += timedelta(days=1)
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f, columns=["impression_id", "p_true"]) for f in files])
-
-
-def best_possible_log_loss(frame: "pa.Table", truth: "pa.Table | None") -> float | None:
-    """Log-loss of the true probabilities on exactly the rows of ``frame`` (None without truth)."""
-    if truth is None:
-        return None
-    joined = frame.select(["impression_id", "label"]).join(truth, "impression_id", join_type="inner")
-    if joined.num_rows != frame.num_rows:
-        return None  # not generated data, or truth incomplete: no honest figure
-    y = joined.column("label").to_numpy()
-    p = joined.column("p_true").to_numpy()
-    return evaluate(y, p)["log_loss"]
 
 
 def _spec_with_bits(spec: FeatureSpec, bits: int) -> FeatureSpec:
@@ -289,11 +263,13 @@ def train_from_warehouse(
     seed: int = 0,
     trials_on: str = "threads",
     progress: bool = False,
+    oracle: Oracle | None = None,
 ) -> TrainResult:
     """Read, featurize, search, refit on train + validation, evaluate, save and register.
 
     ``spark`` may be None: it is started only when the windows need it (aggregate
-    features) or the trials run on it (``trials_on="spark"``)."""
+    features) or the trials run on it (``trials_on="spark"``). ``oracle`` (generated data)
+    adds the best possible test log-loss."""
     spec = load_spec(spec)
     space = load_search_space(search_space)
     seconds: dict[str, float] = {}
@@ -348,14 +324,16 @@ def train_from_warehouse(
     seconds["refit"] = time.perf_counter() - t0
     return _evaluate_and_register(
         settings, windows, wf, _spec_with_bits(spec, bits), model, m, labels, best_params, seconds,
-        table=table, model_name=model_name, margin=margin, params=search_params, run_name=f"train {windows.train}")
+        table=table, model_name=model_name, margin=margin, params=search_params, run_name=f"train {windows.train}",
+        oracle=oracle)
 
 
 def _evaluate_and_register(settings: Settings, windows: "Windows | dict[str, Window]", wf: WindowFrames,
                            spec: FeatureSpec, model,
                            m: dict[str, Any], labels: dict[str, np.ndarray], best_params: dict[str, Any],
                            seconds: dict[str, float], *, table: str, model_name: str, margin: float | None,
-                           params: dict[str, Any], run_name: str, tags: dict[str, str] | None = None) -> TrainResult:
+                           params: dict[str, Any], run_name: str, tags: dict[str, str] | None = None,
+                           oracle: Oracle | None = None) -> TrainResult:
     """Score the fitted model on validation and test beside the baselines, save the model
     directory (with the engine's state) and register and gate it: the end of every job."""
     frames, version = wf.frames, wf.version
@@ -364,7 +342,8 @@ def _evaluate_and_register(settings: Settings, windows: "Windows | dict[str, Win
         k: evaluate(labels[k], model.predict_proba(m[k])[:, 1]) for k in ("validation", "test") if k in m}
     base = float(np.concatenate([labels[k] for k in ("train", "validation") if k in labels]).mean())
     baseline = evaluate(labels["test"], np.full(labels["test"].shape, base))["log_loss"]
-    best_possible = best_possible_log_loss(frames["test"], read_truth(settings.raw_dir, named["test"]))
+    test_window = named["test"]
+    best_possible = oracle.best_log_loss(frames["test"], test_window.start, test_window.end) if oracle else None
     metrics["test"]["baseline_log_loss"] = baseline
     if best_possible is not None:
         metrics["test"]["best_possible_log_loss"] = best_possible
@@ -407,7 +386,7 @@ def _evaluate_and_register(settings: Settings, windows: "Windows | dict[str, Win
 def update_from_champion(settings: Settings, new: Window, test: Window, *, table: str = "observations",
                          model_name: str = DEFAULT_MODEL_NAME, ref: str = "champion",
                          margin: float | None = None, delta_version: int | None = None,
-                         spark: "SparkSession | None" = None) -> TrainResult:
+                         spark: "SparkSession | None" = None, oracle: Oracle | None = None) -> TrainResult:
     """Continue a registered version's engine state on new days (``ctr train --update``).
 
     The version's FTRL accumulators continue, with its own hyperparameters, over the ``new``
@@ -443,4 +422,4 @@ def update_from_champion(settings: Settings, new: Window, test: Window, *, table
     return _evaluate_and_register(
         settings, windows, wf, spec, model, m, labels, {"engine": "ftrl", **params}, seconds, table=table,
         model_name=model_name, margin=margin, params={"update.parent": parent_version, "update.data_added": added},
-        run_name=f"update {new}", tags=lineage)
+        run_name=f"update {new}", tags=lineage, oracle=oracle)

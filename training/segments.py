@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from shared.config import Settings
+from shared.oracle import Oracle
 from shared.featurize import FeatureSpec, load_spec
 from shared.mlflow_utils import configure_mlflow
 from shared.model.registry_io import CHAMPION
@@ -37,7 +38,7 @@ from training.distributed import (
     split_counts,
 )
 from training.metrics import evaluate
-from training.pipeline import Windows, best_possible_log_loss, read_truth
+from training.pipeline import Windows
 from training.segment_bundle import assemble_bundle, write_bundle
 from training.segment_fit import failed_row, fit_segment_rows
 from training.segment_global import fit_global, global_from_row, global_model_row
@@ -313,6 +314,7 @@ def train_segments_from_warehouse(
     delta_version: int | None = None,
     register: bool = True,
     seed: int = 0,
+    oracle: Oracle | None = None,
 ) -> SegmentTrainResult:
     """``ctr train --per-segment COLUMN``: read, global model, segment fan-out, bundle, register
     (the job of the module docstring; a run id already registered returns its version).
@@ -412,8 +414,8 @@ def train_segments_from_warehouse(
                "global_test": {"log_loss": g_row["test_log_loss"], "auc": g_row["test_auc"],
                                "normalized_entropy": g_row["test_normalized_entropy"],
                                "calibration": g_row["test_calibration"]}}
-    best_possible = best_possible_log_loss(test_table.select(["impression_id", "label"]),
-                                           read_truth(settings.raw_dir, windows.test))
+    best_possible = (oracle.best_log_loss(test_table.select(["impression_id", "label"]), windows.test.start,
+                                          windows.test.end) if oracle else None)
     if best_possible is not None:
         metrics["test"]["best_possible_log_loss"] = best_possible
     fit_rate = (positives["train"] + positives["validation"]) / (rows["train"] + rows["validation"])
