@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from shared.argtypes import iso_date
+from shared.model.registry import DEFAULT_MODEL_NAME
 from shared.errors import ConfigurationError, MissingInputError
 
 DASHBOARD_PORT = 8090  # `ctr serve` has 8080
@@ -54,7 +55,7 @@ def register(sub) -> None:
     p.add_argument("--as-of", type=_timestamp, help="judge label maturity as of this time (default now)")
     p.add_argument("--label-lookback-days", type=int,
                    help="join only observations from this many days before the day (default: all)")
-    p.add_argument("--model-name", default="ctr-model")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     p.add_argument("--reference-window", type=_window,
                    help="drift reference START:END for every version (default: each version's train window)")
     p.add_argument("--no-drift", action="store_true", help="skip feature and parameter drift")
@@ -74,7 +75,7 @@ def register(sub) -> None:
                     "scheduler's own attempts; decides; records the decision and its reasons in the "
                     "schedule_decisions table; runs the training when the decision is to retrain.",
     )
-    s.add_argument("--model-name", default="ctr-model")
+    s.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     s.add_argument("--dry-run", action="store_true", help="decide and record, print the ctr train command")
     s.add_argument("--train-days", type=int, default=5)
     s.add_argument("--trials", type=int, help="search trials of the training run")

@@ -30,13 +30,13 @@ from monitoring import tables
 from monitoring.alerts import AlertResult, RuleSet, load_rules, run_alerts
 from monitoring.live_metrics import MetricsConfig, MetricsResult, compute_metrics
 from shared.config import Settings
+from shared.model.registry import DEFAULT_MODEL_NAME
 from shared.oracle import Oracle
 from shared.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-DEFAULT_MODEL_NAME = "ctr-model"
 
 
 @dataclass(frozen=True)

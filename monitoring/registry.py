@@ -21,6 +21,7 @@ from pathlib import Path
 
 from feature_store.reader import Window
 from shared.config import Settings
+from shared.model.registry import CHAMPION, Tag
 
 _WINDOW = re.compile(r"\[\s*(\d{4}-\d{2}-\d{2})\s*,\s*(\d{4}-\d{2}-\d{2})\s*\)")
 
@@ -107,8 +108,6 @@ def versions(settings: Settings, model_name: str) -> list[VersionInfo]:
 
 def champion(infos: list[VersionInfo]) -> VersionInfo | None:
     """The version the ``champion`` alias points at, if any."""
-    from training.tracking import CHAMPION
-
     return next((v for v in infos if CHAMPION in v.aliases), None)
 
 
@@ -175,7 +174,7 @@ def training_runs(settings: Settings, since: datetime | None = None,
                                   max_results=5000, order_by=["attributes.start_time ASC"])
 
     searches = runs("search")
-    trains = [r for r in runs("train") if r.data.tags.get("registered_version")]
+    trains = [r for r in runs("train") if r.data.tags.get(Tag.REGISTERED_VERSION)]
     used: set[str] = set()
     out: list[TrainingRun] = []
     for t in trains:
@@ -189,7 +188,7 @@ def training_runs(settings: Settings, since: datetime | None = None,
         end = _end_ts(t.info.end_time)
         out.append(TrainingRun(name, start, end, "FINISHED" if end else t.info.status,
                                (end - start).total_seconds() if end else None,
-                               t.data.tags.get("registered_version")))
+                               t.data.tags.get(Tag.REGISTERED_VERSION)))
     for s in searches:
         if s.info.run_id in used:
             continue

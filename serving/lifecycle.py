@@ -10,7 +10,7 @@ in ``ctr_model_load_failures_total{reason}``, and is retried after
 ``retry_failed_seconds`` (or at once when the alias moves to yet another version).
 
 Sources: the version behind an alias of a registered model (``RegistrySource``,
-downloaded with :func:`shared.model.registry_io.download_model_dir`, plain files only), or a
+downloaded with :func:`shared.model.registry.download_model_dir`, plain files only), or a
 fixed model directory (``DirectorySource``, no polling).
 """
 
@@ -27,11 +27,10 @@ from typing import Callable, Protocol
 
 from serving.scorer import ModelLoadError, Scorer, load_scorer
 from shared.config import Settings
-from shared.model.registry_io import download_model_dir
+from shared.model.registry import DEFAULT_MODEL_NAME, Tag, download_model_dir
 
 log = logging.getLogger("ctr.serving")
 
-DEFAULT_MODEL_NAME = "ctr-model"
 DEFAULT_POLL_SECONDS = 30.0
 DEFAULT_RETRY_FAILED_SECONDS = 60.0
 
@@ -114,8 +113,8 @@ class RegistrySource:
                                                  f"{getattr(exc, 'message', exc)}") from None
             # Everything the scorer needs is read into memory; the files can go.
             scorer = load_scorer(model_dir, version=ref, alias=self.alias, model_name=self.model_name,
-                                 source="registry", location=tags.get("model_dir_uri") or f"models:/{self.model_name}/{ref}")
-        registered = tags.get("feature_fingerprint")
+                                 source="registry", location=tags.get(Tag.MODEL_DIR_URI) or f"models:/{self.model_name}/{ref}")
+        registered = tags.get(Tag.FEATURE_FINGERPRINT)
         if registered and registered != scorer.fingerprint:
             raise ModelLoadError("fingerprint_mismatch",
                                  f"version {ref} of {self.model_name!r} is registered with feature fingerprint "

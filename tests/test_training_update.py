@@ -19,7 +19,7 @@ from feature_store.public import import_file
 from feature_store.reader import Window
 from shared.config import load_settings
 from shared.featurize import Featurizer, load_spec
-from shared.model.registry_io import download_model_dir
+from shared.model.registry import download_model_dir
 from training.artifacts import load_engine_state, load_model_dir
 from training.ftrl import FTRLLogisticRegression
 from training.pipeline import Windows, train_from_warehouse, update_from_champion

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 from shared.argtypes import iso_date
+from shared.model.registry import DEFAULT_MODEL_NAME, SEGMENT_MODEL_NAME
 
 
 def _data_args(p) -> None:
@@ -82,7 +83,7 @@ def register(sub) -> None:
     b.add_argument("--param", action="append", metavar="KEY=VALUE", help="fixed setting (repeatable)")
     b.add_argument("--from-model", metavar="REF",
                    help="take setting and bits from a registered version (alias such as champion, or number)")
-    b.add_argument("--model-name", default="ctr-model", help="registered model for --from-model")
+    b.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model for --from-model")
     b.add_argument("--run-id", help="back-test run id (default: new); re-running one replaces its rows")
     b.set_defaults(func=run_backtest)
 
@@ -92,7 +93,7 @@ def register(sub) -> None:
                            ("promote", "point champion at VERSION"),
                            ("rollback", "point champion back at the previous champion")):
         q = msub.add_parser(name, help=helptext)
-        q.add_argument("--model-name", default="ctr-model")
+        q.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
         if name == "promote":
             q.add_argument("version")
         q.set_defaults(func=run_models)
@@ -107,7 +108,7 @@ def run_train(args, settings) -> int:
             raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
     from shared.featurize import load_spec
     from shared.spark import get_spark
-    from training.pipeline import DEFAULT_MODEL_NAME, Windows, train_from_warehouse
+    from training.pipeline import Windows, train_from_warehouse
 
     spec = load_spec(args.spec)  # fail fast, before Spark starts
     windows = Windows.consecutive(args.start, args.train_days, args.validation_days, args.test_days)
@@ -122,7 +123,6 @@ def run_train(args, settings) -> int:
         grid = parse_grid(args.param)
         spark = get_spark(settings, "ctr-train")
         if args.per_segment:
-            from training.segments import DEFAULT_MODEL_NAME as SEGMENT_MODEL_NAME
             from training.segments import train_segments_from_warehouse
 
             if min(args.min_rows, args.min_positives) < 1 or args.retries < 0:

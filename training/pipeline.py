@@ -30,6 +30,7 @@ from shared.aggregates import ENTITIES, feature_columns
 from shared.config import Settings
 from shared.errors import ArtifactError, InputError
 from shared.featurize import Featurizer, FeatureSpec, load_spec
+from shared.model.registry import DEFAULT_MODEL_NAME  # noqa: F401  (ctr train's default, re-exported)
 from shared.oracle import Oracle
 from shared.spark import get_spark
 from training.artifacts import load_engine_state, load_model_dir, save_model_dir
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
-DEFAULT_MODEL_NAME = "ctr-model"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from shared.config import Settings
 from shared.oracle import Oracle
 from shared.featurize import FeatureSpec, load_spec
 from shared.mlflow_utils import configure_mlflow
-from shared.model.registry_io import CHAMPION
+from shared.model.registry import CHAMPION, SEGMENT_MODEL_NAME, Tag
 from training.distributed import (
     SPLIT_COL,
     SparseWeights,
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-DEFAULT_MODEL_NAME = "ctr-segment-model"
+DEFAULT_MODEL_NAME = SEGMENT_MODEL_NAME
 RUN_ID_TAG = "segments_run_id"
 _RESERVED = "is reserved for the global model"
 
@@ -334,7 +334,7 @@ def train_segments_from_warehouse(
     if existing is not None:
         return SegmentTrainResult(
             run_id=run_id, version=existing["version"], promoted=CHAMPION in existing["aliases"],
-            gate_reason=existing["tags"].get("gate.reason", ""), mlflow_run_id=existing["run_id"],
+            gate_reason=existing["tags"].get(Tag.GATE_REASON, ""), mlflow_run_id=existing["run_id"],
             segment_column=segment_column, report=None, n_segments=0, fallback=[], failed=[], metrics={},
             delta_version=-1, already_registered=True)
 

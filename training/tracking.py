@@ -42,7 +42,7 @@ from shared.config import Settings
 from shared.errors import ArtifactError, ConfigurationError
 from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
 from shared.model.format import LoadedModel, load_model_dir
-from shared.model.registry_io import CHAMPION, download_model_dir
+from shared.model.registry import CHAMPION, Tag, download_model_dir
 from training.environment import KEY_PACKAGES, package_versions  # noqa: F401  (KEY_PACKAGES: part of the API)
 
 DEFAULT_MARGIN = 0.001  # relative: the candidate must be at least 0.1 % better
@@ -221,9 +221,9 @@ def promote(settings: Settings, model_name: str, version, *, reason: str = "manu
         return previous_version
     client.set_registered_model_alias(model_name, CHAMPION, version)
     _set_tags(client, model_name, version, {
-        "champion.previous": previous_version or "",
-        "champion.promoted_at": _now(),
-        "champion.promoted_reason": reason,
+        Tag.CHAMPION_PREVIOUS: previous_version or "",
+        Tag.CHAMPION_PROMOTED_AT: _now(),
+        Tag.CHAMPION_PROMOTED_REASON: reason,
     })
     return previous_version
 
@@ -238,7 +238,7 @@ def rollback(settings: Settings, model_name: str, *, reason: str = "manual") -> 
     current = _champion(client, model_name)
     if current is None:
         raise ArtifactError(f"model {model_name!r} has no {CHAMPION!r} alias to roll back")
-    target = current.tags.get("champion.previous", "")
+    target = current.tags.get(Tag.CHAMPION_PREVIOUS, "")
     if not target:
         raise ArtifactError(
             f"champion version {current.version} of {model_name!r} records no previous champion to roll back to"
@@ -292,8 +292,8 @@ def promotion_gate(
             with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
                 loaded = load_model_dir(download_model_dir(settings, model_name, champ.version, tmp))
                 champ_ll, source = float(champion_scorer(loaded)), "rescored"
-        elif champ.tags.get("test_window") == test_window and champ.tags.get("test_log_loss"):
-            champ_ll, source = float(champ.tags["test_log_loss"]), "recorded"
+        elif champ.tags.get(Tag.TEST_WINDOW) == test_window and champ.tags.get(Tag.TEST_LOG_LOSS):
+            champ_ll, source = float(champ.tags[Tag.TEST_LOG_LOSS]), "recorded"
         if champ_ll is None:
             promoted = False
             reason = (f"champion v{champ.version} has no log-loss on this test window "
@@ -310,8 +310,8 @@ def promotion_gate(
         relative_improvement=rel, test_window=test_window,
     )
     _set_tags(client, model_name, version, {
-        "gate.decision": "promoted" if promoted else "rejected",
-        "gate.reason": reason,
+        Tag.GATE_DECISION: "promoted" if promoted else "rejected",
+        Tag.GATE_REASON: reason,
         "gate.candidate_test_log_loss": _fmt(candidate_log_loss),
         "gate.champion_version": champ_version or "",
         "gate.champion_test_log_loss": _fmt(champ_ll),
@@ -376,10 +376,10 @@ def log_training_run(
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
     run_metrics.update({"fit_seconds": float(meta["fit_seconds"]), "n_nonzero": float(meta["n_nonzero"])})
     run_tags = {
-        "git_commit": commit,
+        Tag.GIT_COMMIT: commit,
         "git_dirty": git_dirty(),
-        "feature_fingerprint": loaded.fingerprint,
-        "test_window": test_window,
+        Tag.FEATURE_FINGERPRINT: loaded.fingerprint,
+        Tag.TEST_WINDOW: test_window,
         **{f"pkg.{k}": v for k, v in packages.items()},
         **(tags or {}),
     }
@@ -402,13 +402,13 @@ def log_training_run(
             model_uri = model_dir_uri
 
     version_tags = {
-        "feature_fingerprint": loaded.fingerprint,
-        "test_window": test_window,
-        "test_log_loss": _fmt(test_log_loss),
-        "model_dir_uri": model_dir_uri,
-        "git_commit": commit,
+        Tag.FEATURE_FINGERPRINT: loaded.fingerprint,
+        Tag.TEST_WINDOW: test_window,
+        Tag.TEST_LOG_LOSS: _fmt(test_log_loss),
+        Tag.MODEL_DIR_URI: model_dir_uri,
+        Tag.GIT_COMMIT: commit,
         # lineage of a warm-started update travels with the version, not only its run
-        **{k: str(v) for k, v in (tags or {}).items() if k.startswith("lineage.")},
+        **{k: str(v) for k, v in (tags or {}).items() if k.startswith(Tag.LINEAGE_PREFIX)},
     }
     if model_uri.startswith("models:/"):
         mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
@@ -427,7 +427,7 @@ def log_training_run(
         margin=margin, champion_scorer=champion_scorer,
     )
     client.log_dict(run_id, asdict(decision), "gate_decision.json")
-    client.set_tag(run_id, "registered_version", str(mv.version))
-    client.set_tag(run_id, "gate.decision", "promoted" if decision.promoted else "rejected")
+    client.set_tag(run_id, Tag.REGISTERED_VERSION, str(mv.version))
+    client.set_tag(run_id, Tag.GATE_DECISION, "promoted" if decision.promoted else "rejected")
     return TrainingRun(run_id=run_id, model_name=model_name, version=str(mv.version), model_uri=model_uri,
                        model_dir_uri=model_dir_uri, decision=decision)

@@ -2,5 +2,5 @@
 scoring arithmetic. Training writes it; serving and monitoring read it.
 
 ``format`` (declared parts, writer, verified loader, spec check), ``bundle`` (per-segment
-bundles), ``scoring`` (the one sparse margin and sigmoid), ``registry_io`` (downloading a
+bundles), ``scoring`` (the one sparse margin and sigmoid), ``registry`` (downloading a
 registered version's files)."""
