@@ -59,6 +59,16 @@ def _draw(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
 
 
+def _draw_within(group: np.ndarray, members: list[np.ndarray], cdfs: list[np.ndarray], u: np.ndarray) -> np.ndarray:
+    """For each row, one of its group's members drawn by that group's CDF (``u`` uniform)."""
+    out = np.empty(group.shape[0], dtype=np.int64)
+    for g in range(len(members)):
+        m = group == g
+        if m.any():
+            out[m] = members[g][_draw(cdfs[g], u[m])]
+    return out
+
+
 @dataclass
 class World:
     """Entities and their popularity; a function of (seed, cardinalities) only."""
@@ -385,30 +395,16 @@ def draw_impressions(world: World, rng: np.random.Generator, n: int, utc_hour: i
     """Draw ``n`` impressions of one UTC hour: country by the hour's traffic, then user, site,
     placement, a compatible creative, connection type and floor."""
     country = _draw(world.country_cdf_by_hour[utc_hour], rng.random(n))
-    user = np.empty(n, dtype=np.int64)
-    u = rng.random(n)
-    for ci in range(len(world.country_codes)):
-        m = country == ci
-        if m.any():
-            user[m] = world.users_by_country[ci][_draw(world.user_cdf_by_country[ci], u[m])]
+    user = _draw_within(country, world.users_by_country[:len(world.country_codes)], world.user_cdf_by_country,
+                        rng.random(n))
     dtype = world.prof_dtype[world.user_prof[user]]
     # inventory pool: PC -> web; phone/tablet -> app 55% / mobile web 45%; CTV -> CTV apps
     pool = np.where(dtype == 2, 0, np.where(dtype == 3, 2, np.where(rng.random(n) < APP_SHARE_OF_MOBILE, 1, 0)))
-    site = np.empty(n, dtype=np.int64)
-    u = rng.random(n)
-    for kind in range(3):
-        m = pool == kind
-        if m.any():
-            site[m] = world.sites_by_kind[kind][_draw(world.site_cdf_by_kind[kind], u[m])]
+    site = _draw_within(pool, world.sites_by_kind[:3], world.site_cdf_by_kind, rng.random(n))
     placement = np.minimum(np.searchsorted(world.pl_keys, site + rng.random(n), side="right"),
                            len(world.pl_keys) - 1)
     fmt = world.pl_format[placement]
-    creative = np.empty(n, dtype=np.int64)
-    u = rng.random(n)
-    for f in range(3):
-        m = fmt == f
-        if m.any():
-            creative[m] = world.cre_by_format[f][_draw(world.cre_cdf_by_format[f], u[m])]
+    creative = _draw_within(fmt, world.cre_by_format[:3], world.cre_cdf_by_format, rng.random(n))
     conn = np.empty(n, dtype=np.int64)
     u = rng.random(n)
     for dt, (vals, p) in CONNECTION_TYPES.items():

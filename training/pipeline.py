@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -160,33 +160,37 @@ def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Wind
     wf = WindowFrames({}, {}, -1, "spark" if agg_columns else "delta-rs")
     version = delta_version
 
-    def keep(name: str, frame: "pa.Table", parts: list) -> None:
-        if featurizer is not None:
-            parts.append((featurizer.transform(frame), frame.column("label").to_numpy().astype(np.int8)))
-        if featurizer is None or name == "test":
-            wf.frames[name] = frame
+    def add(name: str, frames: Iterable["pa.Table"]) -> None:
+        """Sort each piece of a window by date (time order for the online engine), featurize it
+        as it comes when given a featurizer, keep raw rows only where needed (test, or no featurizer)."""
+        parts: list = []
+        kept = []
+        for frame in frames:
+            frame = frame.take(pc.sort_indices(frame, [("date", "ascending")]))
+            if featurizer is None or name == "test":
+                kept.append(frame)
+            if featurizer is not None and frame.num_rows:
+                parts.append((featurizer.transform(frame), frame.column("label").to_numpy().astype(np.int8)))
+        if kept:
+            wf.frames[name] = pa.concat_tables(kept)
+        _collect(wf, name, parts, featurizer)
 
     if not agg_columns:
-        for name, window in named.items():
-            parts: list = []
-            frames_of_window = []
-            for day in _days(window) if featurizer is not None else [window]:
-                frame, read = read_window_arrow(settings, day, sorted({*columns, "date"}), table=table, version=version)
+        def pieces(window: Window) -> Iterator["pa.Table"]:
+            nonlocal version
+            for piece in _days(window) if featurizer is not None else [window]:  # a day at a time
+                frame, read = read_window_arrow(settings, piece, sorted({*columns, "date"}), table=table,
+                                                version=version)
                 version = read.version  # every window from one table version
-                # time order for the online engine: days ascending, each day's rows as stored
-                frame = frame.take(pc.sort_indices(frame, [("date", "ascending")]))
-                if name == "test" or featurizer is None:
-                    frames_of_window.append(frame)
-                if featurizer is not None and frame.num_rows:
-                    parts.append((featurizer.transform(frame), frame.column("label").to_numpy().astype(np.int8)))
-                del frame
-            wf.reads[name] = WindowRead(table=table, path=read.path, window=window, version=read.version,
-                                        columns=read.columns)
-            if frames_of_window:
-                wf.frames[name] = pa.concat_tables(frames_of_window)
-            _collect(wf, name, parts, featurizer)
+                yield frame
+
+        for name, window in named.items():
+            add(name, pieces(window))
+            assert version is not None, "no window to read"  # pinned by the first piece read
+            wf.reads[name] = WindowRead(table=table, path=settings.table_path(table), window=window,
+                                        version=version, columns=tuple(sorted({*columns, "date"})))
             _require_rows(wf, name, table)
-        assert version is not None, "no window to read"  # else pinned by the first window read
+        assert version is not None, "no window to read"
         wf.version = int(version)
         return wf
 
@@ -200,12 +204,8 @@ def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Wind
         df, read = read_window(spark, settings, window, base_columns, table=table, version=version)
         df = join_aggregates(df, aggregates_df).select(*columns, "date")
         version = read.version
-        frame = to_arrow(df)
-        frame = frame.take(pc.sort_indices(frame, [("date", "ascending")]))
         wf.reads[name] = read
-        parts = []
-        keep(name, frame, parts)
-        _collect(wf, name, parts, featurizer)
+        add(name, [to_arrow(df)])
         _require_rows(wf, name, table)
     assert version is not None, "no window to read"  # else pinned by the first window read
     wf.version = int(version)

@@ -553,6 +553,7 @@ def run_search(
     if spark is not None:  # executors must read the matrices: keep them under the data root
         tmp_root = Path(settings.home) / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
+    datasets: dict[Any, tuple[str, int]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="ctr-search-", dir=tmp_root))
     results: list[TrialResult] = []
     stopped = "completed"
@@ -573,7 +574,6 @@ def run_search(
             if space.source:
                 mlflow.log_text(space.source, "search_space.toml")
 
-            datasets: dict[Any, tuple[str, int]] = {}
             for bits in sorted({c.get("bits") for c in configs}, key=lambda b: (b is None, b)):
                 X_tr, y_tr, X_val, y_val = make_matrices(bits)
                 d = workdir / f"bits-{bits}"
@@ -654,7 +654,7 @@ def run_search(
                              "search.rungs_run": ",".join(f"{f:.6g}" for f in fractions),
                              **({"search.adapted": " | ".join(notes)} if notes else {})})
     finally:
-        for data_dir, _ in datasets.values() if "datasets" in locals() else ():
+        for data_dir, _ in datasets.values():
             _DATA_CACHE.pop(data_dir, None)
         shutil.rmtree(workdir, ignore_errors=True)
     return SearchResult(
