@@ -31,23 +31,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from feature_store import tables
 from feature_store.parse import LineError, clip_raw, parse_click, parse_impression
+from shared import catalog
 from shared.config import Settings
 from shared.errors import ConfigurationError, MissingInputError
-from shared.openrtb import RAW_FIELD_NAMES, RAW_FIELDS
+from shared.openrtb import RAW_FIELD_NAMES
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
-_RAW_DDL = ", ".join(f"{f.name} {f.dtype}" for f in RAW_FIELDS)
-PARSED_IMPRESSIONS_DDL = (
-    "ok boolean, source_file string, line_number long, impression_id string, event_us long, "
-    "reason string, message string, raw string, " + _RAW_DDL
-)
-PARSED_CLICKS_DDL = (
-    "ok boolean, source_file string, line_number long, impression_id string, click_us long, "
-    "reason string, message string, raw string"
-)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -61,21 +53,11 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
-def _arrow_schema(ddl: str):
-    """pyarrow schema for a Spark DDL string of the simple types used here."""
-    import pyarrow as pa
-
-    kinds = {"boolean": pa.bool_(), "string": pa.string(), "long": pa.int64(), "double": pa.float64(),
-             "array<string>": pa.list_(pa.string())}
-    return pa.schema([pa.field(name, kinds[kind]) for name, kind in
-                      (part.strip().split(" ", 1) for part in ddl.split(","))])
-
-
 def _parse_impression_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
     """mapInArrow body: (source_file, whole file text) -> one parsed row per non-blank line."""
     import pyarrow as pa
 
-    schema = _arrow_schema(PARSED_IMPRESSIONS_DDL)
+    schema = catalog.PARSED_IMPRESSIONS.arrow_schema()
     for batch in batches:
         for path, text in zip(batch.column("source_file").to_pylist(), batch.column("value").to_pylist()):
             cols: dict[str, list] = {n: [] for n in schema.names}
@@ -111,7 +93,7 @@ def _parse_impression_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa
 def _parse_click_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
     import pyarrow as pa
 
-    schema = _arrow_schema(PARSED_CLICKS_DDL)
+    schema = catalog.PARSED_CLICKS.arrow_schema()
     for batch in batches:
         for path, text in zip(batch.column("source_file").to_pylist(), batch.column("value").to_pylist()):
             rows: list[tuple[Any, ...]] = []
@@ -225,7 +207,7 @@ def ingest_days(
 
     parsed = (
         _read_files(spark, impression_files)
-        .mapInArrow(_parse_impression_files, PARSED_IMPRESSIONS_DDL)
+        .mapInArrow(_parse_impression_files, catalog.PARSED_IMPRESSIONS.ddl())
         .withColumn("date", file_date)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
@@ -240,8 +222,8 @@ def ingest_days(
         kept = kept.join(seen, ["impression_id", "date"], "left_anti")
 
     clicks = (
-        _read_files(spark, click_files).mapInArrow(_parse_click_files, PARSED_CLICKS_DDL)
-        if click_files else spark.createDataFrame([], PARSED_CLICKS_DDL)
+        _read_files(spark, click_files).mapInArrow(_parse_click_files, catalog.PARSED_CLICKS.ddl())
+        if click_files else spark.createDataFrame([], catalog.PARSED_CLICKS.ddl())
     ).withColumn("date", file_date).persist(StorageLevel.MEMORY_AND_DISK)
     matched = (
         clicks.filter("ok").select("impression_id", "click_us")
@@ -299,7 +281,7 @@ def ingest_days(
                              "message", "raw", "date"))
         .withColumn("run_id", F.lit(run_id))
         .withColumn("date", F.col("date").cast("date"))
-        .select(*[c.split()[0] for c in tables.QUARANTINE_DDL.split(", ")])
+        .select(*catalog.QUARANTINE.column_names)
     )
     tables.replace_partitions(quarantine, settings.table_path(tables.QUARANTINE), "date", day_strings)
     version = tables.replace_partitions(observations, obs_path, "date", day_strings)

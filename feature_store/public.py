@@ -56,7 +56,7 @@ criteo_observations --spec criteo`` (or avazu) reads them like the ingest's tabl
 Bad rows and counts
 -------------------
 Bad lines go to ``criteo_quarantine`` / ``avazu_quarantine`` (the schema of
-:data:`feature_store.tables.QUARANTINE_DDL`, ``source`` = ``criteo`` / ``avazu``), with
+:data:`shared.catalog.QUARANTINE`, ``source`` = ``criteo`` / ``avazu``), with
 file, line number, reason, message and the raw line (clipped). They are separate
 tables, not the ingest's ``quarantine`` table, because the ingest replaces whole
 ``date`` partitions of that table regardless of ``source``. Reasons, first that applies:
@@ -91,6 +91,7 @@ from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING
 
 from feature_store.parse import RAW_LINE_LIMIT
+from shared import catalog
 from shared.config import Settings
 from shared.errors import ConfigurationError, InputError
 
@@ -99,7 +100,7 @@ if TYPE_CHECKING:
 
 CRITEO, AVAZU = "criteo", "avazu"
 SOURCES = (CRITEO, AVAZU)
-IMPORT_RUNS = "import_runs"
+IMPORT_RUNS = catalog.IMPORT_RUNS.name
 DEFAULT_START_DATE = date(2014, 1, 1)
 DEFAULT_DAYS = 7
 
@@ -463,20 +464,12 @@ def _replace(df: "DataFrame", path: str, dates: list[str], source_file: str) -> 
     return tables.latest_version(df.sparkSession, path)
 
 
-RUNS_DDL = (
-    "run_id string, source string, finished_at timestamp, seconds double, source_file string, layout string, "
-    "start_date string, days int, records_read long, observations long, duplicates long, quarantined long, "
-    "quarantine_reasons map<string,long>, positives long, dates array<string>, observations_version long, "
-    "quarantine_version long"
-)
-
-
 def _record_run(spark: "SparkSession", settings: Settings, r: ImportResult) -> None:
     from feature_store import tables
 
     row = asdict(r) | {"finished_at": datetime.now(timezone.utc)}
-    names = [part.split(" ", 1)[0] for part in RUNS_DDL.split(", ")]
-    tables.append(spark.createDataFrame([tuple(row[n] for n in names)], RUNS_DDL),
+    runs = catalog.IMPORT_RUNS
+    tables.append(spark.createDataFrame([tuple(row[n] for n in runs.column_names)], runs.ddl()),
                   settings.table_path(IMPORT_RUNS))
 
 

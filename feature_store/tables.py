@@ -1,4 +1,4 @@
-"""Warehouse table names and schemas, and the one way partitions are replaced.
+"""Warehouse table names, and the one way partitions are replaced.
 
 Every job replaces whole partitions with ``replaceWhere`` in a single Delta
 commit, so a job killed midway leaves the previous version intact and running a
@@ -9,34 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from shared.openrtb import RAW_FIELDS
+from shared import catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
 
-OBSERVATIONS = "observations"
-QUARANTINE = "quarantine"
+# Schemas: shared.catalog (catalog.OBSERVATIONS, catalog.QUARANTINE).
+OBSERVATIONS = catalog.OBSERVATIONS.name
+QUARANTINE = catalog.QUARANTINE.name
 INGEST_RUNS = "ingest_runs"
 AGGREGATES = "aggregate_features"
-
-KEY_COLUMNS = (
-    ("impression_id", "string"),
-    ("event_time", "timestamp"),
-    ("label", "int"),
-    ("click_delay_s", "double"),
-)
-
-
-def observation_ddl() -> str:
-    """Spark DDL of the observations table (partition column ``date`` last)."""
-    cols = list(KEY_COLUMNS) + [(f.name, f.dtype) for f in RAW_FIELDS] + [("date", "date")]
-    return ", ".join(f"{n} {t}" for n, t in cols)
-
-
-QUARANTINE_DDL = (
-    "source string, source_file string, line_number long, reason string, message string, "
-    "raw string, run_id string, date date"
-)
 
 
 def table_exists(spark: "SparkSession", path: str) -> bool:

@@ -121,7 +121,8 @@ def _with_run_columns(rows: pa.Table, config: MetricsConfig, horizon: datetime |
     rows = rows.append_column("computed_at", pa.array([now] * n, ts))
     day = pc.cast(pc.cast(rows.column("window_start"), pa.timestamp("us")), pa.date32())
     rows = rows.append_column("date", day)
-    return rows.select(tables.METRICS_SCHEMA.names).cast(tables.METRICS_SCHEMA)
+    schema = tables.SCHEMAS[tables.METRICS]
+    return rows.select(schema.names).cast(schema)
 
 
 def _headline(day: str, rows: list[dict]) -> DaySummary:

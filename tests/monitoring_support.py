@@ -129,8 +129,9 @@ def observation_rows():
 
 def write_observations(spark, settings) -> None:
     from feature_store import tables as warehouse
+    from shared import catalog
 
-    df = spark.createDataFrame(observation_rows(), warehouse.observation_ddl())
+    df = spark.createDataFrame(observation_rows(), catalog.OBSERVATIONS.ddl())
     df.write.format("delta").partitionBy("date").save(settings.table_path(warehouse.OBSERVATIONS))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from feature_store import tables
 from feature_store.aggregates import build_aggregates, export_snapshot, join_aggregates
+from shared import catalog
 from shared.aggregates import AggregateSnapshot, entity_key
 from shared.openrtb import RAW_FIELD_NAMES
 
@@ -36,7 +37,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def built(spark, spark_settings, tmp_path_factory):
     settings = replace(spark_settings, home=tmp_path_factory.mktemp("agg_home"))
-    df = spark.createDataFrame(ROWS, tables.observation_ddl())
+    df = spark.createDataFrame(ROWS, catalog.OBSERVATIONS.ddl())
     df.write.format("delta").partitionBy("date").save(settings.table_path(tables.OBSERVATIONS))
     result = build_aggregates(spark, settings, date(2026, 3, 1), date(2026, 3, 3))
     agg = spark.read.format("delta").load(settings.table_path(tables.AGGREGATES))

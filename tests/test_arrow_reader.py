@@ -16,6 +16,7 @@ from feature_store import tables
 from feature_store.arrow_reader import latest_version, open_version, read_window_arrow, window_dataset
 from feature_store.public import CRITEO_CATS, CRITEO_INTS
 from feature_store.reader import Window, read_window, to_arrow
+from shared import catalog
 from shared.openrtb import RAW_FIELD_NAMES
 from conftest import shared_data
 
@@ -42,9 +43,9 @@ def world(spark, spark_settings, tmp_path_factory):
     """observations v0: four days, one file each; v1: 2026-03-02 replaced (11 rows, label 1)."""
     settings = replace(spark_settings, home=tmp_path_factory.mktemp("arrow_home"))
     path = settings.table_path(tables.OBSERVATIONS)
-    v0 = spark.createDataFrame([r for d, n in DAYS.items() for r in rows(d, n, 0)], tables.observation_ddl())
+    v0 = spark.createDataFrame([r for d, n in DAYS.items() for r in rows(d, n, 0)], catalog.OBSERVATIONS.ddl())
     tables.replace_partitions(v0.repartition(1), path, "date", list(DAYS))
-    v1 = spark.createDataFrame(rows("2026-03-02", 11, 1), tables.observation_ddl())
+    v1 = spark.createDataFrame(rows("2026-03-02", 11, 1), catalog.OBSERVATIONS.ddl())
     tables.replace_partitions(v1.repartition(1), path, "date", ["2026-03-02"])
     return settings, path
 

@@ -61,3 +61,40 @@ def test_backtest_cli_rolls_windows_and_writes_one_row_per_test_day(spark, tmp_p
     again = {r.test_date: r.log_loss for r in spark.read.format("delta").load(path)
              .filter("run_id = 'bt-test'").collect()}
     assert again == {day1: 0.5, day2: rows[1].log_loss}
+
+
+def test_backtest_days_are_training_job_runs_with_the_online_engine_and_register_nothing(spark, tmp_path_factory):
+    """Each back-test day is one unregistered run of the training job: the FTRL engine's day
+    equals a job run by hand on the same windows, and the registry gains no version."""
+    from feature_store.reader import Window
+    from shared.featurize import load_spec
+    from training.backtest import run_backtest
+    from training.job import TrainingJob
+    from training.pipeline import LocalEngine
+    from shared.model.registry import DEFAULT_MODEL_NAME
+    from training.tracking import list_versions
+
+    settings = tiny_warehouse(tmp_path_factory, spark)
+    spec = dataclasses.replace(load_spec("generated"), bits=18)
+    before = {name: len(list_versions(settings, name)) for name in (DEFAULT_MODEL_NAME,)}
+    setting = {"alpha": 0.1, "l2": 1.0, "passes": 2}
+    result = run_backtest(None, settings, START, 2, 3, spec, setting=setting, engine="ftrl", write=False)
+    assert [r["test_date"] for r in result.rows] == [START + timedelta(days=3), START + timedelta(days=4)]
+    assert all(r["engine"] == "ftrl" and r["log_loss"] < r["baseline_log_loss"] for r in result.rows)
+
+    day = result.rows[1]
+    job = TrainingJob(settings, {"train": Window(day["train_start"], day["train_end"]),
+                                 "test": Window(day["test_date"], day["test_date"] + timedelta(days=1))}, spec)
+    by_hand = job.run(LocalEngine(setting={"engine": "ftrl", **setting}), register=False)
+    assert by_hand.metrics["test"]["log_loss"] == day["log_loss"]
+    assert by_hand.rows == {"train": day["train_rows"], "test": day["rows"]}
+    assert {name: len(list_versions(settings, name)) for name in before} == before
+
+
+def test_backtest_refuses_an_unknown_engine_setting(spark, tmp_path_factory):
+    from shared.errors import ConfigurationError
+    from training.backtest import run_backtest
+
+    settings = tiny_warehouse(tmp_path_factory, spark)
+    with pytest.raises(ConfigurationError, match="C"):
+        run_backtest(None, settings, START, 1, 3, "generated", setting={"C": 1.0}, engine="ftrl", write=False)

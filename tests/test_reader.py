@@ -9,6 +9,7 @@ import pytest
 
 from feature_store import tables
 from feature_store.reader import Window, read_window, resolve_version, to_arrow
+from shared import catalog
 from shared.openrtb import RAW_FIELD_NAMES
 
 pytestmark = pytest.mark.spark
@@ -28,9 +29,9 @@ def test_window_version_and_columns(spark, spark_settings, tmp_path):
     settings = replace(spark_settings, home=tmp_path)
     path = settings.table_path(tables.OBSERVATIONS)
     first = spark.createDataFrame(rows("2026-02-01", 3, 0) + rows("2026-02-02", 2, 0) + rows("2026-02-03", 4, 0),
-                                  tables.observation_ddl())
+                                  catalog.OBSERVATIONS.ddl())
     tables.replace_partitions(first, path, "date", ["2026-02-01", "2026-02-02", "2026-02-03"])
-    relabel = spark.createDataFrame(rows("2026-02-02", 2, 1), tables.observation_ddl())
+    relabel = spark.createDataFrame(rows("2026-02-02", 2, 1), catalog.OBSERVATIONS.ddl())
     tables.replace_partitions(relabel, path, "date", ["2026-02-02"])
 
     df, info = read_window(spark, settings, Window(date(2026, 2, 2), date(2026, 2, 4)), ["impression_id", "label"])

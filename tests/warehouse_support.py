@@ -78,6 +78,7 @@ def write_tiny_warehouse(spark, settings, start: date = START, days: int = DAYS,
     import pyarrow.parquet as pq
 
     from feature_store import tables
+    from shared import catalog
 
     truth_rng = np.random.default_rng(1000 + seed)
     truth = {"base": -3.0, "site": truth_rng.normal(0, 0.7, 20), "adv": truth_rng.normal(0, 0.4, len(ADVERTISERS)),
@@ -91,7 +92,7 @@ def write_tiny_warehouse(spark, settings, start: date = START, days: int = DAYS,
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"impression_id": frame["impression_id"], "p_true": p}), folder / "hour=00.parquet")
         frames.append(frame)
-    df = spark.createDataFrame(pd.concat(frames, ignore_index=True), schema=tables.observation_ddl())
+    df = spark.createDataFrame(pd.concat(frames, ignore_index=True), schema=catalog.OBSERVATIONS.ddl())
     tables.replace_partitions(df, settings.table_path(tables.OBSERVATIONS), "date",
                               [(start + timedelta(days=k)).isoformat() for k in range(days)])
 

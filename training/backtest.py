@@ -1,11 +1,12 @@
 """Rolling back-tests (``ctr backtest --start D --days N --train-days k``).
 
-For each of N test days ``t = D + k + i`` (i = 0..N-1): fit one fixed setting on the k days
-``[t - k, t)`` and score day ``t``. All days are read once, at one pinned Delta version,
-and hashed once by the shared featurizer (batch path for ``engine="sklearn"``, the Spark
-path + MLlib for ``engine="mllib"``). The setting is given (``--param``), or taken from a
-registered version's ``model.json`` (``--from-model champion``: the search's best as
-``ctr train`` registered it, its ``bits`` included).
+For each of N test days ``t = D + k + i`` (i = 0..N-1): one run of the training job
+(:mod:`training.job`) fits one fixed setting on the k days ``[t - k, t)`` and scores day
+``t``, without registering; every day reads the table version the first day pinned. The
+engine is the single-machine one (``sklearn`` or ``ftrl``) or ``mllib`` on Spark. The
+setting is given (``--param``), or taken from a registered version's ``model.json``
+(``--from-model champion``: the search's best as ``ctr train`` registered it, its engine
+and ``bits`` included).
 
 Per test day, :func:`training.metrics.evaluate` figures go to the Delta table
 ``backtest_metrics`` (MERGE on (run_id, test_date): re-running a run id replaces its rows)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,22 +31,23 @@ import numpy as np
 
 from feature_store.reader import Window
 from shared.config import Settings
-from shared.oracle import Oracle
+from shared.errors import ConfigurationError, InputError
 from shared.featurize import FeatureSpec, load_spec
-from training.distributed import SETTING_KEYS, normalize_setting
-from training.metrics import evaluate
+from shared.oracle import Oracle
+from shared.spark import get_spark
+from training.artifacts import load_model_dir
+from training.distributed import SETTING_KEYS, MLlibEngine, normalize_setting
+from training.ftrl import FTRLLogisticRegression
+from training.job import Engine, TrainingJob
+from training.params import validate_params
+from training.pipeline import LocalEngine
+from training.tracking import download_model_dir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 BACKTEST_TABLE = "backtest_metrics"
-BACKTEST_DDL = (
-    "run_id string, test_date date, train_start date, train_end date, rows long, positives long, "
-    "log_loss double, normalized_entropy double, auc double, calibration double, best_possible_log_loss double, "
-    "baseline_log_loss double, train_rows long, engine string, params string, delta_version long, "
-    "fit_seconds double, created_at timestamp"
-)
-ENGINES = ("sklearn", "mllib")
+ENGINES = ("sklearn", "ftrl", "mllib")
 
 
 @dataclass
@@ -80,21 +83,31 @@ class BacktestResult:
         return "\n".join(lines)
 
 
-def setting_from_model(settings: Settings, model_name: str, ref: str = "champion") -> tuple[dict[str, Any], int]:
-    """(setting, bits) of a registered version (alias or number), from its model.json."""
-    import tempfile
-
-    from training.artifacts import load_model_dir
-    from training.tracking import download_model_dir
-
+def setting_from_model(settings: Settings, model_name: str, ref: str = "champion") -> tuple[dict[str, Any], int, str]:
+    """(setting, bits, engine) of a registered version (alias or number), from its model.json."""
     with tempfile.TemporaryDirectory(prefix="ctr-backtest-") as tmp:
         meta = load_model_dir(download_model_dir(settings, model_name, ref, tmp)).metadata
     hp = meta.get("hyperparameters", {})
-    return normalize_setting({k: hp[k] for k in SETTING_KEYS if k in hp}), int(meta["bits"])
+    engine = str(meta.get("engine") or hp.get("engine") or "sklearn")
+    if engine == "ftrl":
+        return {k: hp[k] for k in FTRLLogisticRegression._parameter_constraints if k in hp}, int(meta["bits"]), engine
+    return normalize_setting({k: hp[k] for k in SETTING_KEYS if k in hp}), int(meta["bits"]), engine
+
+
+def ftrl_setting(setting: Mapping[str, Any]) -> dict[str, Any]:
+    """An FTRL setting checked against the estimator's declared constraints."""
+    validate_params(setting, FTRLLogisticRegression._parameter_constraints)
+    return dict(setting)
+
+
+def _engine(engine: str, setting: Mapping[str, Any], seed: int) -> Engine:
+    if engine == "mllib":
+        return MLlibEngine([setting], seed=seed)
+    return LocalEngine(setting={"engine": engine, **setting}, seed=seed)
 
 
 def run_backtest(
-    spark: "SparkSession",
+    spark: "SparkSession | None",
     settings: Settings,
     start: date,
     days: int,
@@ -112,93 +125,51 @@ def run_backtest(
     oracle: Oracle | None = None,
 ) -> BacktestResult:
     """Rolling windows from ``start``: train ``train_days`` days, test the next day, ``days``
-    times. ``bits`` overrides the spec's hash space. Writes ``backtest_metrics`` unless
+    times, each day one run of the training job (:mod:`training.job`) with the engine and a
+    fixed setting, not registered. ``bits`` overrides the spec's hash space. Every day reads
+    the table version the first day pinned. Writes ``backtest_metrics`` unless
     ``write=False``; returns the per-day rows."""
-    import pyarrow as pa
-
-    from feature_store.reader import read_window, to_arrow
-
     if days < 1 or train_days < 1:
-        raise ValueError(f"need days >= 1 and train_days >= 1, got {days}, {train_days}")
+        raise ConfigurationError(f"need days >= 1 and train_days >= 1, got {days}, {train_days}")
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise ConfigurationError(f"engine must be one of {ENGINES}, got {engine!r}")
     started = time.perf_counter()
     spec = load_spec(spec)
     if bits is not None and bits != spec.bits:
         spec = dataclasses.replace(spec, bits=int(bits))
-    setting = normalize_setting(setting)
+    setting = ftrl_setting(setting or {}) if engine == "ftrl" else normalize_setting(setting)
     run_id = run_id or uuid.uuid4().hex
-    span = Window(start, start + timedelta(days=train_days + days))
-    columns = sorted(set(spec.input_columns) | {"impression_id", "label", "date"})
-    df, read = read_window(spark, settings, span, columns, table=table, version=delta_version)
     result = BacktestResult(run_id=run_id, engine=engine, setting=setting, bits=spec.bits,
-                            delta_version=read.version, rows=[])
-    windows = [(start + timedelta(days=i), start + timedelta(days=i + train_days)) for i in range(days)]
-
-    if engine == "sklearn":
-        from shared.featurize import Featurizer
-        from training.model import SparseLogisticRegression
-
-        frame = to_arrow(df)
-        X = Featurizer(spec).transform(frame)
-        y = frame.column("label").to_numpy().astype(np.int8)
-        dates = frame.column("date").to_numpy().astype("datetime64[D]")
-
-        def one_day(train_start: date, test_day: date):
-            tr = (dates >= np.datetime64(train_start)) & (dates < np.datetime64(test_day))
-            te = dates == np.datetime64(test_day)
-            if not tr.any() or not te.any():
-                return None
-            model = SparseLogisticRegression(**setting, random_state=seed).fit(X[tr], y[tr])
-            p = model.predict_proba(X[te])[:, 1]
-            test_frame = frame.filter(pa.array(te)).select(["impression_id", "label"])
-            return y[te], p, float(y[tr].mean()), int(tr.sum()), model.fit_seconds_, test_frame
-    else:
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
-        from feature_store.tables import first_row
-        from shared.featurize.spark import featurize_spark
-        from training.distributed import fit_mllib
-        from training.spark_scoring import collect_predictions, predict_spark
-
-        feats = featurize_spark(df, spec, keep=["impression_id", "label", "date"]).persist(
-            StorageLevel.MEMORY_AND_DISK)
-
-        def one_day(train_start: date, test_day: date):
-            train = feats.filter((F.col("date") >= F.lit(train_start)) & (F.col("date") < F.lit(test_day)))
-            c = first_row(train.groupBy().agg(F.count(F.lit(1)), F.sum("label")))
-            if not c[0]:
-                return None
-            model = fit_mllib(train, setting, spec.bits, seed=seed)
-            yt, p, test_table = collect_predictions(predict_spark(feats.filter(F.col("date") == F.lit(test_day)),
-                                                                  model))
-            if yt.size == 0:
-                return None
-            return yt, p, float(c[1]) / float(c[0]), int(c[0]), model.fit_seconds_, test_table
-
-    try:
-        for train_start, test_day in windows:
-            out = one_day(train_start, test_day)
-            if out is None:
-                result.skipped.append(f"{test_day}: no training or test rows in Delta v{read.version}")
-                continue
-            yt, p, base_rate, n_train, fit_seconds, test_frame = out
-            m = evaluate(yt, p)
-            best = oracle.best_log_loss(test_frame, test_day, test_day + timedelta(days=1)) if oracle else None
-            result.rows.append({
-                "run_id": run_id, "test_date": test_day, "train_start": train_start, "train_end": test_day,
-                "rows": int(yt.size), "positives": int(yt.sum()), "log_loss": m["log_loss"],
-                "normalized_entropy": m["normalized_entropy"], "auc": m["auc"], "calibration": m["calibration"],
-                "best_possible_log_loss": best,
-                "baseline_log_loss": evaluate(yt, np.full(yt.shape, base_rate))["log_loss"],
-                "train_rows": n_train, "engine": engine, "params": json.dumps(setting, sort_keys=True),
-                "delta_version": int(read.version), "fit_seconds": float(fit_seconds),
-            })
-    finally:
-        if engine == "mllib":
-            feats.unpersist()
+                            delta_version=-1, rows=[])
+    version = delta_version
+    for i in range(days):
+        train_start, test_day = start + timedelta(days=i), start + timedelta(days=i + train_days)
+        job = TrainingJob(settings, {"train": Window(train_start, test_day),
+                                     "test": Window(test_day, test_day + timedelta(days=1))},
+                          spec, table=table, delta_version=version, oracle=oracle, spark=spark)
+        try:
+            day = job.run(_engine(engine, setting, seed), register=False)
+        except InputError as exc:
+            if "has no rows" not in str(exc):
+                raise
+            result.skipped.append(f"{test_day}: {exc}")
+            continue
+        version = day.delta_version  # every day at the first day's table version
+        spark = job.spark
+        t = day.metrics["test"]
+        result.rows.append({
+            "run_id": run_id, "test_date": test_day, "train_start": train_start, "train_end": test_day,
+            "rows": day.rows["test"], "positives": int(t["positives"]),
+            "log_loss": t["log_loss"], "normalized_entropy": t["normalized_entropy"], "auc": t["auc"],
+            "calibration": t["calibration"], "best_possible_log_loss": day.best_possible_test_log_loss,
+            "baseline_log_loss": day.baseline_test_log_loss, "train_rows": day.rows["train"], "engine": engine,
+            "params": json.dumps(setting, sort_keys=True), "delta_version": int(day.delta_version),
+            "fit_seconds": float(getattr(day.model, "fit_seconds_", day.seconds["fit"])),
+        })
+    result.delta_version = int(version) if version is not None else -1
     if write and result.rows:
+        if spark is None:
+            spark = get_spark(settings, "ctr-backtest")
         write_metrics(spark, settings, result.rows)
     result.seconds = time.perf_counter() - started
     return result
@@ -211,16 +182,17 @@ def write_metrics(spark: "SparkSession", settings: Settings, rows: Sequence[Mapp
     from pyspark.sql import functions as F
 
     from feature_store import tables
+    from shared import catalog
 
     path = settings.table_path(BACKTEST_TABLE)
-    ddl = BACKTEST_DDL.replace(", created_at timestamp", "")
-    columns = [part.split()[0] for part in ddl.split(", ")]
-    clean = [{c: (None if isinstance(r.get(c), float) and math.isnan(r[c]) else r.get(c)) for c in columns}
+    given = catalog.BACKTEST_METRICS.drop("created_at")  # stamped below
+    clean = [{c: (None if isinstance(r.get(c), float) and math.isnan(r[c]) else r.get(c)) for c in given.column_names}
              for r in rows]
-    source = spark.createDataFrame(clean, ddl)
+    source = spark.createDataFrame(clean, given.spark_schema())
     source = source.withColumn("created_at", F.current_timestamp())
     if not tables.table_exists(spark, path):
-        spark.createDataFrame([], BACKTEST_DDL).write.format("delta").mode("ignore").save(path)
+        empty = spark.createDataFrame([], catalog.BACKTEST_METRICS.spark_schema())
+        empty.write.format("delta").mode("ignore").save(path)
     (DeltaTable.forPath(spark, path).alias("t")
      .merge(source.alias("s"), "t.run_id = s.run_id AND t.test_date = s.test_date")
      .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())

@@ -79,7 +79,8 @@ def register(sub) -> None:
     b.add_argument("--days", type=int, required=True, help="number of test days")
     b.add_argument("--train-days", type=int, required=True, help="training days before each test day")
     _data_args(b)
-    b.add_argument("--engine", choices=("sklearn", "mllib"), default="sklearn")
+    b.add_argument("--engine", choices=("sklearn", "ftrl", "mllib"), default=None,
+                   help="engine of every day's fit (default: the --from-model version's, else sklearn)")
     b.add_argument("--param", action="append", metavar="KEY=VALUE", help="fixed setting (repeatable)")
     b.add_argument("--from-model", metavar="REF",
                    help="take setting and bits from a registered version (alias such as champion, or number)")
@@ -178,23 +179,24 @@ def run_backtest(args, settings) -> int:
     if args.param and args.from_model:
         raise CommandError("give --param or --from-model, not both")
     from shared.featurize import load_spec
-    from shared.spark import get_spark
+    from training.backtest import ftrl_setting, setting_from_model
     from training.backtest import run_backtest as backtest
-    from training.backtest import setting_from_model
     from training.distributed import parse_grid
 
     spec = load_spec(args.spec)
     bits = None
+    engine = args.engine or "sklearn"
     if args.from_model:
-        setting, bits = setting_from_model(settings, args.model_name, args.from_model)
+        setting, bits, engine = setting_from_model(settings, args.model_name, args.from_model)
+        if args.engine and args.engine != engine:
+            raise CommandError(f"--from-model {args.from_model} is a {engine} version, not --engine {args.engine}")
     else:
-        grid = parse_grid(args.param)
+        grid = parse_grid(args.param, ftrl_setting) if engine == "ftrl" else parse_grid(args.param)
         if len(grid) != 1:
             raise CommandError("a back-test runs one setting: give each --param a single value")
         setting = grid[0]
-    spark = get_spark(settings, "ctr-backtest")
-    result = backtest(spark, settings, args.start, args.days, args.train_days, spec, setting=setting, bits=bits,
-                      engine=args.engine, run_id=args.run_id, table=args.table, delta_version=args.delta_version,
+    result = backtest(None, settings, args.start, args.days, args.train_days, spec, setting=setting, bits=bits,
+                      engine=engine, run_id=args.run_id, table=args.table, delta_version=args.delta_version,
                       oracle=getattr(args, "oracle", None))
     print(result.table())
     return 0

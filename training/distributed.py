@@ -46,31 +46,32 @@ shifted by ``ln(downsample_rate)`` (see :mod:`training.model`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from feature_store.reader import read_window
+from feature_store.reader import Window, read_window
 from shared.config import Settings
-from shared.oracle import Oracle
 from shared.featurize import FeatureSpec, load_spec
 from shared.featurize.spark import featurize_spark
 from shared.model.bundle import SEGMENTS_META, load_bundle
+from shared.model.registry import DEFAULT_MODEL_NAME
 from shared.model.scoring import sigmoid, sorted_pairs_margin
+from shared.oracle import Oracle
+from shared.spark import get_spark
 from training.artifacts import save_model_dir
 from training.metrics import evaluate
 from training.model import PENALTIES
-from training.pipeline import DEFAULT_MODEL_NAME, TrainResult, Windows
+from training.job import SPLITS, Dataset, Engine, Predictions, Selection, TrainingJob, TrainResult, Windows, named_windows
 from training.search import HARD_LIMITS
 from training.spark_scoring import collect_predictions, flat_list, predict_bundle_spark, predict_spark
-from training.tracking import DEFAULT_MARGIN, log_training_run
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -125,9 +126,10 @@ def _parse_value(text: str):
     return text
 
 
-def parse_grid(items: Iterable[str] | None) -> list[dict[str, Any]]:
+def parse_grid(items: Iterable[str] | None,
+               normalize: Callable[[Mapping[str, Any]], dict[str, Any]] = normalize_setting) -> list[dict[str, Any]]:
     """Settings from ``KEY=V1[,V2...]`` strings (the CLI's ``--param``): the cartesian
-    product of the listed values, each normalised. No items: ``[DEFAULT_SETTING]``."""
+    product of the listed values, each normalised. No items: ``[normalize({})]``."""
     choices: dict[str, list] = {}
     for item in items or ():
         key, sep, values = item.partition("=")
@@ -138,7 +140,7 @@ def parse_grid(items: Iterable[str] | None) -> list[dict[str, Any]]:
             raise ValueError(f"--param {key} given twice; list the values once, comma-separated")
         choices[key] = [_parse_value(v) for v in values.split(",")]
     keys = sorted(choices)
-    grid = [normalize_setting(dict(zip(keys, combo))) for combo in itertools.product(*(choices[k] for k in keys))]
+    grid = [normalize(dict(zip(keys, combo))) for combo in itertools.product(*(choices[k] for k in keys))]
     unique: list[dict[str, Any]] = []
     for s in grid:  # e.g. l1_ratio values collapse when the penalty ignores them
         if s not in unique:
@@ -345,10 +347,11 @@ def fit_mllib(featurized: "DataFrame", setting: Mapping[str, Any] | None, bits: 
 SPLIT_COL = "_split"
 
 
-def read_featurized(spark: "SparkSession", settings: Settings, windows: Windows, spec: FeatureSpec, *,
+def read_featurized(spark: "SparkSession", settings: Settings, windows: "Windows | Mapping[str, Window]",
+                    spec: FeatureSpec, *,
                     table: str = "observations", delta_version: int | None = None,
                     extra: Mapping[str, Any] | None = None) -> tuple["DataFrame", dict, dict, int]:
-    """The three windows read at one pinned Delta version, unioned with a ``_split`` column
+    """The windows read at one pinned Delta version, unioned with a ``_split`` column
     (train / validation / test) and featurized once by the shared Spark path.
 
     ``extra`` adds columns (name -> Column expression over the raw rows) kept beside
@@ -358,15 +361,15 @@ def read_featurized(spark: "SparkSession", settings: Settings, windows: Windows,
 
     raws, reads, parts = {}, {}, []
     version = delta_version
-    for name in ("train", "validation", "test"):
-        raw, read = read_window(spark, settings, getattr(windows, name), table=table, version=version)
+    for name, window in named_windows(windows).items():
+        raw, read = read_window(spark, settings, window, table=table, version=version)
         version = read.version
         raws[name], reads[name] = raw, read
         part = raw.withColumn(SPLIT_COL, F.lit(name))
         for col, expr in (extra or {}).items():
             part = part.withColumn(col, expr)
         parts.append(part)
-    union = parts[0].unionByName(parts[1]).unionByName(parts[2])
+    union = functools.reduce(lambda a, b: a.unionByName(b), parts)
     keep = ["impression_id", "label", SPLIT_COL, *(extra or {})]
     assert version is not None  # set by the first read
     return featurize_spark(union, spec, keep=keep), raws, reads, int(version)
@@ -377,7 +380,7 @@ def split_counts(featurized: "DataFrame") -> tuple[dict[str, int], dict[str, int
     from pyspark.sql import functions as F
 
     out = featurized.groupBy(SPLIT_COL).agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos")).collect()
-    rows = {k: 0 for k in ("train", "validation", "test")}
+    rows = {k: 0 for k in SPLITS}
     clicks = dict(rows)
     for r in out:
         rows[r[SPLIT_COL]], clicks[r[SPLIT_COL]] = int(r["n"]), int(r["pos"] or 0)
@@ -418,6 +421,91 @@ def select_setting(train: "DataFrame", validation: "DataFrame", grid: Sequence[M
     return dict(trials[best]["setting"]), trials
 
 
+@dataclass
+class SparkData(Dataset):
+    """The windows featurized in Spark (persisted until the job ends) and the raw rows by split."""
+
+    featurized: Any = None
+    raws: dict[str, Any] = field(default_factory=dict)
+    bits: int = 0
+
+    def split(self, name: str) -> "DataFrame":
+        """The featurized rows of one split."""
+        from pyspark.sql import functions as F
+
+        return self.featurized.filter(F.col(SPLIT_COL) == name)
+
+
+def read_spark_data(job: TrainingJob, extra: Mapping[str, Any] | None = None,
+                    delta_version: int | None = None) -> SparkData:
+    """The job's windows read and featurized in Spark, persisted, counted per split."""
+    from pyspark import StorageLevel
+
+    if job.spark is None:
+        job.spark = get_spark(job.settings, "ctr-train")
+    featurized, raws, reads, version = read_featurized(
+        job.spark, job.settings, job.windows, job.spec, table=job.table,
+        delta_version=job.delta_version if delta_version is None else delta_version, extra=extra)
+    featurized = featurized.persist(StorageLevel.MEMORY_AND_DISK)  # hashed once for every pass
+    rows, positives = split_counts(featurized)
+    return SparkData(version=version, reads=reads, rows={k: rows[k] for k in reads},
+                     positives={k: positives[k] for k in reads}, reference={"reader": "spark"},
+                     featurized=featurized, raws=raws, bits=job.spec.bits)
+
+
+class MLlibEngine(Engine[SparkData]):
+    """MLlib logistic regression on Spark: each setting of ``grid`` fitted on train and scored
+    on validation when there are several, the best refit on train + validation."""
+
+    name = ENGINE
+
+    def __init__(self, grid: Sequence[Mapping[str, Any]] | None = None, seed: int = 0):
+        self.grid = [normalize_setting(s) for s in (grid or [DEFAULT_SETTING])]
+        self.seed = seed
+
+    def read(self, job: TrainingJob) -> SparkData:
+        return read_spark_data(job)
+
+    def select(self, data: SparkData) -> Selection:
+        trials: list[dict[str, Any]] = []
+        best: Mapping[str, Any] = self.grid[0]
+        if len(self.grid) > 1:
+            best, trials = select_setting(data.split("train"), data.split("validation"), self.grid,
+                                          data.bits, self.seed)
+        return Selection(dict(best), {
+            "search.settings": len(self.grid),
+            "search.trials": json.dumps([{"setting": t["setting"], "val_log_loss": t["val"]["log_loss"]}
+                                         for t in trials])[:6000]})
+
+    def fit(self, data: SparkData, selection: Selection, job: TrainingJob) -> SparseWeights:
+        from pyspark.sql import functions as F
+
+        model = fit_mllib(data.featurized.filter(F.col(SPLIT_COL) != "test"), selection.params, job.spec.bits,
+                          seed=self.seed)
+        selection.params.update({"engine": ENGINE, "regParam": model.engine_params["regParam"]})
+        selection.log_params.update({"mllib.regParam": model.engine_params["regParam"],
+                                     "mllib.elasticNetParam": model.engine_params["elasticNetParam"],
+                                     "mllib.iterations": model.n_iter_, "mllib.converged": model.converged_})
+        return model
+
+    def predict(self, data: SparkData, model: SparseWeights, split: str) -> Predictions:
+        y, p, table = collect_predictions(predict_spark(data.split(split), model))
+        return Predictions(y, p, table.select(["impression_id", "label"]))
+
+    def save(self, data: SparkData, model: SparseWeights, spec: FeatureSpec, path: Path,
+             extra: dict[str, Any]) -> Path:
+        return save_model_dir(model, spec.to_toml(), spec.fingerprint, path, extra=extra)
+
+    def champion_log_loss(self, data: SparkData, loaded: Any) -> float:
+        return score_champion_in_spark(data.raws["test"], loaded)
+
+    def tags(self, data: SparkData, model: Any) -> dict[str, str]:
+        return {"engine": ENGINE}
+
+    def release(self, data: SparkData) -> None:
+        data.featurized.unpersist()
+
+
 def train_mllib_from_warehouse(
     spark: "SparkSession",
     settings: Settings,
@@ -432,83 +520,9 @@ def train_mllib_from_warehouse(
     seed: int = 0,
     oracle: Oracle | None = None,
 ) -> TrainResult:
-    """``ctr train --engine mllib``: the windows of :func:`training.pipeline.train_from_warehouse`,
-    fitted with MLlib on Spark. With more than one setting in ``grid`` each is fitted on train
-    and scored on validation; the best (or the only one) is refit on train + validation and
-    scored on test, beside the constant-CTR baseline and (generated logs) the best possible
-    log-loss; then logged, registered and gated like the scikit-learn path."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    spec = load_spec(spec)
-    grid = [normalize_setting(s) for s in (grid or [DEFAULT_SETTING])]
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    featurized, raws, reads, version = read_featurized(spark, settings, windows, spec, table=table,
-                                                       delta_version=delta_version)
-    featurized = featurized.persist(StorageLevel.MEMORY_AND_DISK)  # hashed once for every pass
-    feats = {name: featurized.filter(F.col(SPLIT_COL) == name) for name in ("train", "validation", "test")}
-    try:
-        rows, clicks = split_counts(featurized)
-        for name, n in rows.items():
-            if n == 0:
-                raise ValueError(f"the {name} window {reads[name].window} of {table} (Delta v{version}) has no rows")
-        seconds["read+featurize"] = time.perf_counter() - t0
-
-        trials: list[dict[str, Any]] = []
-        t0 = time.perf_counter()
-        best: Mapping[str, Any]
-        if len(grid) > 1:
-            best, trials = select_setting(feats["train"], feats["validation"], grid, spec.bits, seed)
-        else:
-            best = grid[0]
-        seconds["search"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        model = fit_mllib(featurized.filter(F.col(SPLIT_COL) != "test"), best, spec.bits, seed=seed)
-        seconds["refit"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        y_val, p_val, _ = collect_predictions(predict_spark(feats["validation"], model))
-        y_test, p_test, test_table = collect_predictions(predict_spark(feats["test"], model))
-        seconds["score"] = time.perf_counter() - t0
-    finally:
-        featurized.unpersist()
-
-    metrics = {"validation": evaluate(y_val, p_val), "test": evaluate(y_test, p_test)}
-    base_ctr = (clicks["train"] + clicks["validation"]) / (rows["train"] + rows["validation"])
-    baseline = evaluate(y_test, np.full(y_test.shape, base_ctr))["log_loss"]
-    best_possible = (oracle.best_log_loss(test_table.select(["impression_id", "label"]), windows.test.start,
-                                          windows.test.end) if oracle else None)
-    metrics["test"]["baseline_log_loss"] = baseline
-    if best_possible is not None:
-        metrics["test"]["best_possible_log_loss"] = best_possible
-    data_reference = {**reads["train"].reference(), **windows.reference(), "rows": rows}
-    for key in ("start", "end"):
-        data_reference.pop(key)
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ctr-mllib-model-") as tmp:
-        model_dir = save_model_dir(model, spec.to_toml(), spec.fingerprint, Path(tmp) / "model",
-                                   extra={"metrics": metrics, "data_reference": data_reference})
-        run = log_training_run(
-            settings, model_dir, model_name=model_name or DEFAULT_MODEL_NAME, metrics=metrics,
-            data_reference=data_reference,
-            params={"engine": ENGINE, "mllib.regParam": model.engine_params["regParam"],
-                    "mllib.elasticNetParam": model.engine_params["elasticNetParam"],
-                    "mllib.iterations": model.n_iter_, "mllib.converged": model.converged_,
-                    "search.settings": len(grid),
-                    "search.trials": json.dumps([{"setting": t["setting"], "val_log_loss": t["val"]["log_loss"]}
-                                                 for t in trials])[:6000]},
-            test_window=f"{table}@v{version} test {windows.test}",
-            run_name=f"train mllib {windows.train}", margin=DEFAULT_MARGIN if margin is None else margin,
-            champion_scorer=lambda loaded: score_champion_in_spark(raws["test"], loaded),
-            tags={"engine": ENGINE},
-        )
-    seconds["register"] = time.perf_counter() - t0
-    return TrainResult(
-        version=run.version, promoted=run.decision.promoted, gate_reason=run.decision.reason, run_id=run.run_id,
-        best_params={**best, "engine": ENGINE, "regParam": model.engine_params["regParam"]},
-        metrics=metrics, baseline_test_log_loss=baseline, best_possible_test_log_loss=best_possible,
-        rows=rows, n_nonzero=model.n_nonzero_, delta_version=version, seconds=seconds,
-    )
+    """``ctr train --engine mllib``: the training job with the :class:`MLlibEngine` (logged,
+    registered and gated like every engine)."""
+    job = TrainingJob(settings, windows.named(), load_spec(spec), table=table, delta_version=delta_version,
+                      model_name=model_name or DEFAULT_MODEL_NAME, margin=margin, oracle=oracle,
+                      run_name=f"train mllib {windows.train}", spark=spark)
+    return job.run(MLlibEngine(grid, seed))

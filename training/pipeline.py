@@ -1,21 +1,21 @@
-"""From a warehouse window to a registered, gated model version (``ctr train``).
+"""The single-machine engines of the training job: rows read into memory, fitted on the driver.
 
-Back-test style windows: train on [a, b), validate on [b, c), test on [c, d), all read
-at one pinned Delta version. Features come from the shared featurizer (batch path).
-The search picks hyperparameters on validation; the winner is refit on train +
-validation, scored on test beside a constant-CTR baseline and, for generated logs,
-the best possible log-loss (the generator's true probabilities of the same rows).
+:class:`LocalEngine` reads the windows at one pinned Delta version (delta-rs, no Spark,
+unless aggregate features need Spark's point-in-time join), featurizes them with the
+shared featurizer as they are read, runs the constrained search on validation (or takes a
+fixed setting) and refits the winner (FTRL or scikit-learn, :mod:`training.engines`) on
+train + validation. :class:`UpdateEngine` continues a registered FTRL version's saved state
+on new days (``ctr train --update``). Both run inside :class:`training.job.TrainingJob`,
+which evaluates, registers and gates.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -30,71 +30,22 @@ from shared.aggregates import ENTITIES, feature_columns
 from shared.config import Settings
 from shared.errors import ArtifactError, InputError
 from shared.featurize import Featurizer, FeatureSpec, load_spec
-from shared.model.registry import DEFAULT_MODEL_NAME  # noqa: F401  (ctr train's default, re-exported)
+from shared.model.registry import DEFAULT_MODEL_NAME
 from shared.oracle import Oracle
 from shared.spark import get_spark
 from training.artifacts import load_engine_state, load_model_dir, save_model_dir
 from training.engines import engine_of
 from training.ftrl import FTRLLogisticRegression, FTRLState
 from training.metrics import evaluate
-from training.search import load_search_space, refit_best, run_search
-from training.tracking import DEFAULT_MARGIN, champion_version, download_model_dir, log_training_run
+from training.job import Dataset, Engine, Predictions, Selection, TrainingJob, TrainResult, Windows, named_windows
+from training.search import SearchSpace, load_search_space, refit_best, run_search
+from training.tracking import champion_version, download_model_dir
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from pyspark.sql import SparkSession
 
-
-
-@dataclass(frozen=True)
-class Windows:
-    train: Window
-    validation: Window
-    test: Window
-
-    @classmethod
-    def consecutive(cls, start: date, train_days: int, validation_days: int = 1, test_days: int = 1) -> "Windows":
-        b = start + timedelta(days=train_days)
-        c = b + timedelta(days=validation_days)
-        return cls(Window(start, b), Window(b, c), Window(c, c + timedelta(days=test_days)))
-
-    def reference(self) -> dict[str, str]:
-        return {f"{name}_window": str(getattr(self, name)) for name in ("train", "validation", "test")}
-
-
-@dataclass
-class TrainResult:
-    version: str
-    promoted: bool
-    gate_reason: str
-    run_id: str
-    best_params: dict[str, Any]
-    metrics: dict[str, dict[str, float]]
-    baseline_test_log_loss: float
-    best_possible_test_log_loss: float | None
-    rows: dict[str, int]
-    n_nonzero: int
-    delta_version: int
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        t = self.metrics["test"]
-        lines = [
-            f"registered version {self.version}: {'PROMOTED to champion' if self.promoted else 'not promoted'}"
-            f" ({self.gate_reason})",
-            f"  rows {'/'.join(self.rows)}: {' / '.join(f'{n:,}' for n in self.rows.values())} "
-            f"(Delta version {self.delta_version})",
-            f"  best params: {self.best_params}",
-            f"  test log-loss {t['log_loss']:.5f}  NE {t['normalized_entropy']:.4f}  AUC {t['auc']:.4f}  "
-            f"calibration {t['calibration']:.3f}  non-zero weights {self.n_nonzero:,}",
-            f"  constant-CTR baseline log-loss {self.baseline_test_log_loss:.5f}",
-        ]
-        if self.best_possible_test_log_loss is not None:
-            gap = t["log_loss"] - self.best_possible_test_log_loss
-            lines.append(f"  best possible log-loss (true probabilities) {self.best_possible_test_log_loss:.5f}"
-                         f"  -> gap {gap:.5f}")
-        lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
-        return "\n".join(lines)
+__all__ = ["DEFAULT_MODEL_NAME", "LocalEngine", "TrainResult", "UpdateEngine", "Windows", "read_frames",
+           "train_from_warehouse", "update_from_champion"]
 
 
 def _spec_with_bits(spec: FeatureSpec, bits: int) -> FeatureSpec:
@@ -144,7 +95,7 @@ def _days(window: Window) -> list[Window]:
     return out
 
 
-def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Windows | dict[str, Window]",
+def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Windows | Mapping[str, Window]",
                 spec: FeatureSpec, *, table: str = "observations", delta_version: int | None = None,
                 featurizer: Featurizer | None = None) -> WindowFrames:
     """Read the windows at one pinned version, rows in date order.
@@ -156,7 +107,7 @@ def read_frames(spark: "SparkSession | None", settings: Settings, windows: "Wind
     point-in-time aggregates (and starts if ``spark`` is None)."""
     columns = sorted(set(spec.input_columns) | {"impression_id", "label"})
     agg_columns = sorted(set(columns) & set(feature_columns()))
-    named = windows if isinstance(windows, dict) else {n: getattr(windows, n) for n in ("train", "validation", "test")}
+    named = named_windows(windows)
     wf = WindowFrames({}, {}, -1, "spark" if agg_columns else "delta-rs")
     version = delta_version
 
@@ -232,9 +183,6 @@ def _require_rows(wf: WindowFrames, name: str, table: str) -> None:
         raise InputError(f"the {name} window {read.window} of {table} (Delta v{read.version}) has no rows")
 
 
-def _engine_state(model) -> dict[str, np.ndarray | np.int64] | None:
-    """The arrays a later update continues from (FTRL's accumulators), or None."""
-    return model.state_.to_arrays() if isinstance(model, FTRLLogisticRegression) else None
 
 
 def _print_progress(trial, done: int, planned: int, best) -> None:
@@ -244,6 +192,155 @@ def _print_progress(trial, done: int, planned: int, best) -> None:
     best_s = f"best {best.val_log_loss:.5f} (config {best.config_id}, rung {best.rung})" if best else "best -"
     print(f"  trial {done:>3}/{planned} config {trial.config_id:>2} rung {trial.rung} {engine:<7} "
           f"{trial.n_rows:>9,} rows {trial.fit_seconds:6.2f} s  {score}  | {best_s}", flush=True)
+
+
+@dataclass
+class LocalData(Dataset):
+    """The windows in memory: featurized matrices by hash width, labels, the raw test frame."""
+
+    frames: WindowFrames | None = None
+    spec: FeatureSpec | None = None
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    by_bits: dict[int, dict[str, sp.csr_matrix]] = field(default_factory=dict)
+    job: TrainingJob | None = None
+
+    def matrices(self, bits: int) -> dict[str, sp.csr_matrix]:
+        """The windows' matrices at ``bits`` (featurized from the raw frames the first time)."""
+        if bits not in self.by_bits:
+            assert self.frames is not None and self.spec is not None
+            fz = Featurizer(_spec_with_bits(self.spec, bits))
+            self.by_bits[bits] = {k: fz.transform(f) for k, f in self.frames.frames.items()}
+        return self.by_bits[bits]
+
+
+class LocalEngine(Engine[LocalData]):
+    """FTRL or scikit-learn on the driver, the setting chosen by the constrained search
+    (``space``) or given (``setting``, e.g. a back-test's)."""
+
+    name = "local"
+
+    def __init__(self, space: "SearchSpace | str | Path | None" = None, *,
+                 setting: Mapping[str, Any] | None = None, trials: int | None = None,
+                 wall_seconds: float | None = None, n_jobs: int | None = None, trials_on: str = "threads",
+                 progress: bool = False, seed: int = 0):
+        self.setting = dict(setting) if setting is not None else None
+        self.space = None if self.setting is not None else (
+            space if isinstance(space, SearchSpace) else load_search_space(space))
+        self.trials, self.wall_seconds, self.n_jobs = trials, wall_seconds, n_jobs
+        self.trials_on, self.progress, self.seed = trials_on, progress, seed
+
+    def _fixed(self) -> dict[str, Any] | None:
+        if self.setting is not None:
+            return self.setting
+        assert self.space is not None
+        return None if self.space.dimensions else dict(self.space.fixed)
+
+    def read(self, job: TrainingJob) -> LocalData:
+        """Featurize while reading when every trial shares one hash width (keep no raw rows)."""
+        spec = job.spec
+        fixed = self._fixed()
+        if fixed is not None:
+            bits: int | None = int(fixed.get("bits") or spec.bits)
+        else:
+            assert self.space is not None
+            bits = None if "bits" in self.space.dimensions else int(self.space.fixed.get("bits", spec.bits))
+        if self.trials_on == "spark" and job.spark is None:
+            job.spark = get_spark(job.settings, "ctr-train")
+        fz = Featurizer(_spec_with_bits(spec, bits)) if bits is not None else None
+        wf = read_frames(job.spark, job.settings, job.windows, spec, table=job.table,
+                         delta_version=job.delta_version, featurizer=fz)
+        labels = wf.labels if fz is not None else {
+            k: f.column("label").to_numpy().astype(np.int8) for k, f in wf.frames.items()}
+        reference: dict[str, Any] = {"reader": wf.reader}
+        if wf.aggregates_reference is not None:
+            reference["aggregates"] = wf.aggregates_reference
+        return LocalData(version=wf.version, reads=wf.reads, rows={k: int(v.size) for k, v in labels.items()},
+                         positives={k: int(v.sum()) for k, v in labels.items()}, reference=reference,
+                         frames=wf, spec=spec, labels=labels,
+                         by_bits={bits: wf.matrices} if bits is not None else {}, job=job)
+
+    def select(self, data: LocalData) -> Selection:
+        fixed = self._fixed()
+        if fixed is not None:  # one setting: nothing to choose, refit at once
+            return Selection(fixed, {"search.trials": 0, "search.fixed_setting": True})
+        assert self.space is not None and data.job is not None
+        job, spec, labels = data.job, data.spec, data.labels
+        assert spec is not None
+
+        def make_matrices(bits):
+            m = data.matrices(int(bits if bits is not None else spec.bits))
+            return m["train"], labels["train"], m["validation"], labels["validation"]
+
+        profile = (int(labels["train"].size), float(labels["train"].mean()))
+        result = run_search(make_matrices, job.settings, self.space, trials=self.trials,
+                            wall_seconds=self.wall_seconds, n_jobs=self.n_jobs, seed=self.seed,
+                            run_name=f"search {job.windows['train']}",
+                            spark=job.spark if self.trials_on == "spark" else None,
+                            trials_on="threads" if self.trials_on == "spark" else self.trials_on, profile=profile,
+                            progress=_print_progress if self.progress else None)
+        if self.progress:
+            print(result.budget_report(), flush=True)
+        return Selection(result.best_params, {
+            "search.best_val_log_loss": result.best_val_log_loss, "search.trials": len(result.trials),
+            "search.stopped": result.stopped_reason, "search.cpu_utilisation": round(result.cpu_utilisation, 3)})
+
+    def _bits(self, data: LocalData, params: Mapping[str, Any]) -> int:
+        assert data.spec is not None
+        return int(params.get("bits") or data.spec.bits)
+
+    def fit(self, data: LocalData, selection: Selection, job: TrainingJob) -> Any:
+        m = data.matrices(self._bits(data, selection.params))
+        return refit_best(selection.params, m["train"], data.labels["train"], m.get("validation"),
+                          data.labels.get("validation"), random_state=self.seed)
+
+    def predict(self, data: LocalData, model: Any, split: str) -> Predictions:
+        m = data.matrices(int(model.bits_))
+        ids = None
+        if split == "test" and data.frames is not None:
+            ids = data.frames.frames["test"].select(["impression_id", "label"])
+        return Predictions(data.labels[split], model.predict_proba(m[split])[:, 1], ids)
+
+    def engine_name(self, model: Any, selection: Selection) -> str:
+        return engine_of(selection.params)
+
+    def save(self, data: LocalData, model: Any, spec: FeatureSpec, path: Path, extra: dict[str, Any]) -> Path:
+        spec = _spec_with_bits(spec, int(model.bits_))
+        state = model.state_.to_arrays() if isinstance(model, FTRLLogisticRegression) else None
+        return save_model_dir(model, spec.to_toml(), spec.fingerprint, path, extra=extra,
+                              aggregates=data.frames.snapshot if data.frames else None, engine_state=state)
+
+    def champion_log_loss(self, data: LocalData, loaded: Any) -> float:
+        assert data.frames is not None
+        fz = Featurizer(FeatureSpec.from_toml(loaded.spec_text, source="champion"))
+        return evaluate(data.labels["test"], loaded.score_batch(fz.transform(data.frames.frames["test"])))["log_loss"]
+
+
+class UpdateEngine(LocalEngine):
+    """Continue a fitted FTRL model's accumulators over the train window, in time order, with
+    its own hyperparameters (no search): ``ctr train --update``. The new version carries its
+    lineage (parent version, data added) as tags."""
+
+    evaluated = ("test",)
+
+    def __init__(self, model: FTRLLogisticRegression, params: Mapping[str, Any], parent_version: str):
+        super().__init__(setting={"engine": "ftrl", **params})
+        self.model, self.parent_version = model, parent_version
+
+    def _added(self, data: LocalData) -> str:
+        assert data.job is not None
+        return f"{data.job.table}@v{data.version} {data.job.windows['train']}"
+
+    def select(self, data: LocalData) -> Selection:
+        assert self.setting is not None
+        return Selection(self.setting, {"update.parent": self.parent_version, "update.data_added": self._added(data)})
+
+    def fit(self, data: LocalData, selection: Selection, job: TrainingJob) -> Any:
+        m = data.matrices(self._bits(data, selection.params))
+        return self.model.partial_fit(m["train"], data.labels["train"])
+
+    def tags(self, data: LocalData, model: Any) -> dict[str, str]:
+        return {"lineage.parent_version": self.parent_version, "lineage.data_added": self._added(data),
+                "lineage.rows_added": str(data.rows["train"]), "lineage.rows_seen": str(model.state_.rows_seen)}
 
 
 def train_from_warehouse(
@@ -265,122 +362,17 @@ def train_from_warehouse(
     progress: bool = False,
     oracle: Oracle | None = None,
 ) -> TrainResult:
-    """Read, featurize, search, refit on train + validation, evaluate, save and register.
+    """``ctr train``: the training job with the :class:`LocalEngine` (search, refit, register, gate).
 
     ``spark`` may be None: it is started only when the windows need it (aggregate
     features) or the trials run on it (``trials_on="spark"``). ``oracle`` (generated data)
     adds the best possible test log-loss."""
-    spec = load_spec(spec)
-    space = load_search_space(search_space)
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    if trials_on == "spark" and spark is None:
-        spark = get_spark(settings, "ctr-train")
-    # one hash width for every trial (the default): featurize while reading, keep no raw rows
-    fixed_bits = None if "bits" in space.dimensions else int(space.fixed.get("bits", spec.bits))
-    fz = Featurizer(_spec_with_bits(spec, fixed_bits)) if fixed_bits is not None else None
-    wf = read_frames(spark, settings, windows, spec, table=table, delta_version=delta_version, featurizer=fz)
-    seconds["read+featurize" if fz is not None else "read"] = time.perf_counter() - t0
-
-    frames = wf.frames
-    labels = wf.labels if fz is not None else {
-        k: f.column("label").to_numpy().astype(np.int8) for k, f in frames.items()}
-    cache: dict[int, dict[str, Any]] = {fixed_bits: wf.matrices} if fixed_bits is not None else {}
-
-    def matrices(bits: int) -> dict[str, Any]:
-        if bits not in cache:
-            fzb = Featurizer(_spec_with_bits(spec, bits))
-            cache[bits] = {k: fzb.transform(f) for k, f in frames.items()}
-        return cache[bits]
-
-    def make_matrices(bits):
-        m = matrices(int(bits if bits is not None else spec.bits))
-        return m["train"], labels["train"], m["validation"], labels["validation"]
-
-    t0 = time.perf_counter()
-    if not space.dimensions:  # one fixed setting: nothing to choose, refit at once
-        best_params = dict(space.fixed)
-        search_params: dict[str, Any] = {"search.trials": 0, "search.fixed_setting": True}
-    else:
-        profile = (int(labels["train"].size), float(labels["train"].mean()))
-        result = run_search(make_matrices, settings, space, trials=trials, wall_seconds=wall_seconds,
-                            n_jobs=n_jobs, seed=seed, run_name=f"search {windows.train}",
-                            spark=spark if trials_on == "spark" else None,
-                            trials_on="threads" if trials_on == "spark" else trials_on, profile=profile,
-                            progress=_print_progress if progress else None)
-        if progress:
-            print(result.budget_report(), flush=True)
-        best_params = result.best_params
-        search_params = {"search.best_val_log_loss": result.best_val_log_loss, "search.trials": len(result.trials),
-                         "search.stopped": result.stopped_reason,
-                         "search.cpu_utilisation": round(result.cpu_utilisation, 3)}
-    seconds["search"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    bits = int(best_params.get("bits") or spec.bits)
-    m = matrices(bits)
-    model = refit_best(best_params, m["train"], labels["train"], m["validation"], labels["validation"],
-                       random_state=seed)
-    seconds["refit"] = time.perf_counter() - t0
-    return _evaluate_and_register(
-        settings, windows, wf, _spec_with_bits(spec, bits), model, m, labels, best_params, seconds,
-        table=table, model_name=model_name, margin=margin, params=search_params, run_name=f"train {windows.train}",
-        oracle=oracle)
-
-
-def _evaluate_and_register(settings: Settings, windows: "Windows | dict[str, Window]", wf: WindowFrames,
-                           spec: FeatureSpec, model,
-                           m: dict[str, Any], labels: dict[str, np.ndarray], best_params: dict[str, Any],
-                           seconds: dict[str, float], *, table: str, model_name: str, margin: float | None,
-                           params: dict[str, Any], run_name: str, tags: dict[str, str] | None = None,
-                           oracle: Oracle | None = None) -> TrainResult:
-    """Score the fitted model on validation and test beside the baselines, save the model
-    directory (with the engine's state) and register and gate it: the end of every job."""
-    frames, version = wf.frames, wf.version
-    named = windows if isinstance(windows, dict) else {n: getattr(windows, n) for n in ("train", "validation", "test")}
-    metrics: dict[str, dict[str, float]] = {
-        k: evaluate(labels[k], model.predict_proba(m[k])[:, 1]) for k in ("validation", "test") if k in m}
-    base = float(np.concatenate([labels[k] for k in ("train", "validation") if k in labels]).mean())
-    baseline = evaluate(labels["test"], np.full(labels["test"].shape, base))["log_loss"]
-    test_window = named["test"]
-    best_possible = oracle.best_log_loss(frames["test"], test_window.start, test_window.end) if oracle else None
-    metrics["test"]["baseline_log_loss"] = baseline
-    if best_possible is not None:
-        metrics["test"]["best_possible_log_loss"] = best_possible
-
-    data_reference = {
-        **wf.reads["train"].reference(), **{f"{k}_window": str(w) for k, w in named.items()},
-        "rows": dict(wf.rows), "reader": wf.reader,
-    }
-    if wf.aggregates_reference is not None:
-        data_reference["aggregates"] = wf.aggregates_reference
-    for key in ("start", "end"):
-        data_reference.pop(key)
-
-    def champion_scorer(loaded) -> float:
-        fz = Featurizer(FeatureSpec.from_toml(loaded.spec_text, source="champion"))
-        return evaluate(labels["test"], loaded.score_batch(fz.transform(frames["test"])))["log_loss"]
-
-    t0 = time.perf_counter()
-    engine = engine_of(best_params)
-    with tempfile.TemporaryDirectory(prefix="ctr-model-") as tmp:
-        model_dir = save_model_dir(model, spec.to_toml(), spec.fingerprint, Path(tmp) / "model",
-                                   extra={"metrics": metrics, "data_reference": data_reference, "engine": engine},
-                                   aggregates=wf.snapshot, engine_state=_engine_state(model))
-        run = log_training_run(
-            settings, model_dir, model_name=model_name, metrics=metrics, data_reference=data_reference,
-            params={**params, "engine": engine, "reader": wf.reader},
-            test_window=f"{table}@v{version} test {named['test']}",
-            run_name=run_name, margin=DEFAULT_MARGIN if margin is None else margin,
-            champion_scorer=champion_scorer, tags=tags,
-        )
-    seconds["register"] = time.perf_counter() - t0
-    return TrainResult(
-        version=run.version, promoted=run.decision.promoted, gate_reason=run.decision.reason, run_id=run.run_id,
-        best_params=best_params, metrics=metrics, baseline_test_log_loss=baseline,
-        best_possible_test_log_loss=best_possible, rows=dict(wf.rows),
-        n_nonzero=int(model.n_nonzero_), delta_version=version, seconds=seconds,
-    )
+    job = TrainingJob(settings, windows.named(), load_spec(spec), table=table, delta_version=delta_version,
+                      model_name=model_name, margin=margin, oracle=oracle, run_name=f"train {windows.train}",
+                      spark=spark)
+    engine = LocalEngine(search_space, trials=trials, wall_seconds=wall_seconds, n_jobs=n_jobs,
+                         trials_on=trials_on, progress=progress, seed=seed)
+    return job.run(engine)
 
 
 def update_from_champion(settings: Settings, new: Window, test: Window, *, table: str = "observations",
@@ -389,12 +381,11 @@ def update_from_champion(settings: Settings, new: Window, test: Window, *, table
                          spark: "SparkSession | None" = None, oracle: Oracle | None = None) -> TrainResult:
     """Continue a registered version's engine state on new days (``ctr train --update``).
 
-    The version's FTRL accumulators continue, with its own hyperparameters, over the ``new``
-    window in time order (no search); the result is scored on ``test``, registered with its
-    lineage (parent version, data added) and gated like any version. Refuses a version
-    without a saved state."""
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
+    The version's FTRL accumulators continue over the ``new`` window (:class:`UpdateEngine`);
+    the result is scored on ``test``, registered with its lineage (parent version, data
+    added) and gated like any version. Refuses a version without a saved state."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="ctr-parent-") as tmp:
         parent_dir = download_model_dir(settings, model_name, ref, Path(tmp) / "parent")
         parent = load_model_dir(parent_dir)
@@ -402,24 +393,12 @@ def update_from_champion(settings: Settings, new: Window, test: Window, *, table
     meta = parent.metadata
     if arrays is None or meta.get("engine") != "ftrl":
         raise ArtifactError(f"version {ref!r} of {model_name!r} has no saved engine state (engine "
-                         f"{meta.get('engine', 'sklearn')!r}); --update continues ftrl versions only: "
-                         f"run a full `ctr train` first")
+                            f"{meta.get('engine', 'sklearn')!r}); --update continues ftrl versions only: "
+                            f"run a full `ctr train` first")
     spec = FeatureSpec.from_toml(parent.spec_text, source=f"{model_name}@{ref}")
     params = {k: v for k, v in meta["hyperparameters"].items() if k != "random_state"}
     model = FTRLLogisticRegression.from_state(FTRLState.from_arrays(arrays), **params)
-    windows = {"train": new, "test": test}
-    wf = read_frames(spark, settings, windows, spec, table=table, delta_version=delta_version,
-                     featurizer=Featurizer(spec))
-    labels, m = wf.labels, wf.matrices
-    seconds["read+featurize"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.partial_fit(m["train"], labels["train"])
-    seconds["update"] = time.perf_counter() - t0
     parent_version = (champion_version(settings, model_name) if ref == "champion" else None) or str(ref)
-    added = f"{table}@v{wf.version} {new}"
-    lineage = {"lineage.parent_version": parent_version, "lineage.data_added": added,
-               "lineage.rows_added": str(labels["train"].size), "lineage.rows_seen": str(model.state_.rows_seen)}
-    return _evaluate_and_register(
-        settings, windows, wf, spec, model, m, labels, {"engine": "ftrl", **params}, seconds, table=table,
-        model_name=model_name, margin=margin, params={"update.parent": parent_version, "update.data_added": added},
-        run_name=f"update {new}", tags=lineage, oracle=oracle)
+    job = TrainingJob(settings, {"train": new, "test": test}, spec, table=table, delta_version=delta_version,
+                      model_name=model_name, margin=margin, oracle=oracle, run_name=f"update {new}", spark=spark)
+    return job.run(UpdateEngine(model, params, parent_version))

@@ -4,7 +4,7 @@ A row is one segment's outcome in a run: ``ok`` (its weights), ``fallback`` (ser
 global model, never fitted) or ``failed`` (the error; ``attempts`` counts the tries). The
 table is what makes a run resumable: completed rows (:data:`DONE`) are never refitted or
 replaced, failed ones may be replaced by a later attempt. The global model is the row
-:data:`GLOBAL_KEY`. Columns: :data:`TABLE_DDL`; ``indices``/``weights`` are the non-zero
+:data:`GLOBAL_KEY`. Columns: :data:`shared.catalog.SEGMENT_MODELS`; ``indices``/``weights`` are the non-zero
 weights (sorted column indices, float64), ``intercept`` is recalibrated for negative
 downsampling, ``params`` the chosen setting (JSON). Design notes: ``docs/segments.md``.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from shared import catalog
 from shared.config import Settings
 
 if TYPE_CHECKING:
@@ -23,29 +24,17 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-SEGMENT_TABLE = "segment_models"
+SEGMENT_TABLE = catalog.SEGMENT_MODELS.name
 GLOBAL_KEY = "__global__"
 OK, FALLBACK, FAILED = "ok", "fallback", "failed"
 DONE = (OK, FALLBACK)
 
-TABLE_DDL = (
-    "run_id string, segment string, status string, attempts int, error string, params string, "
-    "n_train long, n_validation long, n_test long, positives_train long, val_log_loss double, "
-    "test_log_loss double, test_auc double, test_normalized_entropy double, test_calibration double, "
-    "global_test_log_loss double, intercept double, raw_intercept double, indices array<bigint>, "
-    "weights array<double>, fit_seconds double, bits int, fingerprint string, delta_version long, "
-    "meta string, updated_at timestamp"
-)
-TABLE_COLUMNS = tuple(part.split()[0] for part in TABLE_DDL.split(", "))
+TABLE_COLUMNS = catalog.SEGMENT_MODELS.column_names
 
 
 def fit_schema() -> "StructType":
     """The table's Spark schema without ``updated_at`` (stamped in Spark when rows are written)."""
-    from pyspark.sql.types import StructType
-
-    full = StructType.fromDDL(TABLE_DDL)
-    assert isinstance(full, StructType)
-    return StructType([f for f in full.fields if f.name != "updated_at"])
+    return catalog.SEGMENT_MODELS.drop("updated_at").spark_schema()
 
 
 def arrow_batch(rows: list[dict[str, Any]], schema: "pa.Schema") -> "pa.RecordBatch":
@@ -76,7 +65,7 @@ def _table_exists(path: str) -> bool:
 
 def _create_if_missing(spark: "SparkSession", path: str) -> None:
     if not _table_exists(path):
-        spark.createDataFrame([], TABLE_DDL).write.format("delta").mode("ignore").save(path)
+        spark.createDataFrame([], catalog.SEGMENT_MODELS.spark_schema()).write.format("delta").mode("ignore").save(path)
 
 
 def read_segment_rows(spark: "SparkSession", settings: Settings, run_id: str, columns: Sequence[str] | None = None,

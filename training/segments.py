@@ -13,32 +13,32 @@ than a task per segment, and the retry and idempotence rules: ``docs/segments.md
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-import numpy as np
 
 from shared.config import Settings
-from shared.oracle import Oracle
+from shared.errors import InputError
 from shared.featurize import FeatureSpec, load_spec
-from shared.mlflow_utils import configure_mlflow
+from shared.oracle import Oracle
+from shared.spark import get_spark
 from shared.model.registry import CHAMPION, SEGMENT_MODEL_NAME, Tag
 from training.distributed import (
     SPLIT_COL,
+    SparkData,
     SparseWeights,
     normalize_setting,
-    read_featurized,
+    read_spark_data,
     score_champion_in_spark,
-    split_counts,
 )
+from training.job import Engine, Predictions, Selection, TrainingJob, Windows
 from training.metrics import evaluate
-from training.pipeline import Windows
 from training.segment_bundle import assemble_bundle, write_bundle
 from training.segment_fit import failed_row, fit_segment_rows
 from training.segment_global import fit_global, global_from_row, global_model_row
@@ -57,7 +57,7 @@ from training.segment_table import (
     read_segment_rows,
 )
 from training.spark_scoring import collect_predictions, predict_bundle_spark, predict_spark
-from training.tracking import DEFAULT_MARGIN, list_versions, log_training_run
+from training.tracking import list_versions
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -294,6 +294,140 @@ def _registered_version(settings: Settings, model_name: str, run_id: str) -> dic
     return None
 
 
+@dataclass
+class SegmentModel:
+    """What the fan-out produced: the bundle, its global model, the table's statuses, the job's report."""
+
+    bundle: Any
+    global_model: SparseWeights
+    report: SegmentFitReport
+    fallback: list[str]
+    failed: list[str]
+    global_test: dict[str, float]
+
+
+@dataclass
+class SegmentData(SparkData):
+    """The featurized windows with each row's segment key; ``recorded``: the run's table rows before this job."""
+
+    global_row: Any = None
+
+
+class SegmentsEngine(Engine[SegmentData]):
+    """The per-segment fan-out: the global model, then one model per segment value fitted in
+    Spark tasks and recorded in the segment table, assembled into one bundle. A job given a
+    run id resumes it (the data version it started on, what the table holds as done)."""
+
+    name = "segments"
+    evaluated = ("test",)
+
+    def __init__(self, segment_column: str, *, run_id: str | None = None,
+                 grid: Sequence[Mapping[str, Any]] | None = None, min_rows: int = 200, min_positives: int = 10,
+                 max_retries: int = 2, global_engine: str = "mllib", partitions: int | None = None, seed: int = 0):
+        self.segment_column = segment_column
+        self.grid = [normalize_setting(s) for s in (grid or [{}])]
+        self.fresh_run = run_id is None  # a run id made up here: nothing recorded for it, nobody else writes it
+        self.run_id = run_id or uuid.uuid4().hex
+        self.min_rows, self.min_positives, self.max_retries = min_rows, min_positives, max_retries
+        self.global_engine, self.partitions, self.seed = global_engine, partitions, seed
+
+    def _run_meta(self, job: TrainingJob) -> dict[str, Any]:
+        return {"segment_column": self.segment_column, "windows": Windows(**job.windows).reference(),
+                "table": job.table}
+
+    def read(self, job: TrainingJob) -> SegmentData:
+        """A resumed run reads the data version it started on."""
+        from pyspark.sql import functions as F
+
+        if job.spark is None:
+            job.spark = get_spark(job.settings, "ctr-train")
+        spark = job.spark
+        recorded = [] if self.fresh_run else read_segment_rows(spark, job.settings, self.run_id, None)
+        global_row = next((r for r in recorded if r["segment"] == GLOBAL_KEY and r["status"] == OK), None)
+        delta_version = job.delta_version
+        if global_row is not None:
+            gmeta = json.loads(global_row["meta"])
+            if global_row["fingerprint"] != job.spec.fingerprint:
+                raise InputError(f"run {self.run_id} was started with feature spec {global_row['fingerprint']}, "
+                                 f"not {job.spec.fingerprint}")
+            if gmeta.get("run") != self._run_meta(job):
+                raise InputError(f"run {self.run_id} was started with {gmeta.get('run')}, not {self._run_meta(job)}")
+            if delta_version is not None and delta_version != global_row["delta_version"]:
+                raise InputError(f"run {self.run_id} read Delta version {global_row['delta_version']}, "
+                                 f"not {delta_version}")
+            delta_version = int(global_row["delta_version"])
+        columns = spark.read.format("delta").load(job.settings.table_path(job.table)).columns
+        if self.segment_column not in columns:
+            raise InputError(f"table {job.table} has no column {self.segment_column!r}")
+        data = read_spark_data(job, extra={SEGMENT_COL: F.col(self.segment_column).cast("string")},
+                               delta_version=delta_version)
+        return SegmentData(**{f.name: getattr(data, f.name) for f in dataclasses.fields(data)},
+                           global_row=global_row)
+
+    def select(self, data: SegmentData) -> Selection:
+        return Selection({"engine": self.name, "segments.column": self.segment_column}, {
+            "segments.column": self.segment_column, "segments.min_rows": self.min_rows,
+            "segments.min_positives": self.min_positives, "segments.max_retries": self.max_retries,
+            "segments.grid": json.dumps(self.grid)[:6000]})
+
+    def fit(self, data: SegmentData, selection: Selection, job: TrainingJob) -> SegmentModel:
+        """The global model (or the run's recorded one), the fan-out, the bundle of the table's rows."""
+        from pyspark.sql import functions as F
+
+        spark, settings, spec = job.spark, job.settings, job.spec
+        if data.global_row is None:
+            global_model = fit_global(data.featurized, self.grid, spec.bits, self.global_engine, self.seed)
+            y_g, p_g, _ = collect_predictions(predict_spark(data.featurized.filter(F.col(SPLIT_COL) == "test"),
+                                                            global_model))
+            grow = global_model_row(global_model, evaluate(y_g, p_g), run_id=self.run_id, rows=data.rows,
+                                    positives=data.positives, spec=spec, delta_version=data.version,
+                                    run_meta=self._run_meta(job))
+            merge_rows(spark, settings, spark.createDataFrame([grow], fit_schema()))
+        else:
+            global_model = global_from_row(data.global_row)
+        report = fit_segments(spark, settings, data.featurized, run_id=self.run_id, global_model=global_model,
+                              grid=self.grid, min_rows=self.min_rows, min_positives=self.min_positives,
+                              max_retries=self.max_retries, partitions=self.partitions,
+                              fingerprint=spec.fingerprint, delta_version=data.version, seed=self.seed,
+                              fresh_run=self.fresh_run)
+        table_rows = read_segment_rows(spark, settings, self.run_id, None)
+        fallback = sorted(r["segment"] for r in table_rows if r["status"] == FALLBACK)
+        failed = sorted(r["segment"] for r in table_rows if r["status"] == FAILED)
+        settings_by_segment = {r["segment"]: json.loads(r["params"]) for r in table_rows
+                               if r["status"] == OK and r["segment"] != GLOBAL_KEY}
+        bundle = assemble_bundle(table_rows, global_model, self.segment_column, meta={
+            "run_id": self.run_id, "min_rows": self.min_rows, "min_positives": self.min_positives,
+            "fallback": fallback, "failed": failed, "settings": settings_by_segment})
+        g_row = next(r for r in table_rows if r["segment"] == GLOBAL_KEY)
+        global_test = {"log_loss": g_row["test_log_loss"], "auc": g_row["test_auc"],
+                       "normalized_entropy": g_row["test_normalized_entropy"], "calibration": g_row["test_calibration"]}
+        selection.log_params.update({"segments.models": int(bundle.keys.size), "segments.fallback": len(fallback),
+                                     "segments.failed": len(failed), "global.engine": global_model.engine})
+        return SegmentModel(bundle, global_model, report, fallback, failed, global_test)
+
+    def predict(self, data: SegmentData, model: SegmentModel, split: str) -> Predictions:
+        y, p, table = collect_predictions(predict_bundle_spark(data.split(split), model.bundle, SEGMENT_COL))
+        return Predictions(y, p, table.select(["impression_id", "label"]))
+
+    def extra_metrics(self, data: SegmentData, model: SegmentModel) -> dict[str, dict[str, float]]:
+        return {"global_test": dict(model.global_test)}
+
+    def n_nonzero(self, model: SegmentModel) -> int:
+        return int(model.global_model.n_nonzero_ + model.bundle.indices.size)
+
+    def save(self, data: SegmentData, model: SegmentModel, spec: FeatureSpec, path: Path,
+             extra: dict[str, Any]) -> Path:
+        return write_bundle(model.bundle, model.global_model, spec, path, extra={
+            **extra, "data_reference": {**extra["data_reference"], "segment_column": self.segment_column,
+                                        "segments_run_id": self.run_id}})
+
+    def champion_log_loss(self, data: SegmentData, loaded: Any) -> float:
+        return score_champion_in_spark(data.raws["test"], loaded)
+
+    def tags(self, data: SegmentData, model: SegmentModel) -> dict[str, str]:
+        return {RUN_ID_TAG: self.run_id, "engine": self.name}
+
+
 def train_segments_from_warehouse(
     spark: "SparkSession",
     settings: Settings,
@@ -316,138 +450,29 @@ def train_segments_from_warehouse(
     seed: int = 0,
     oracle: Oracle | None = None,
 ) -> SegmentTrainResult:
-    """``ctr train --per-segment COLUMN``: read, global model, segment fan-out, bundle, register
-    (the job of the module docstring; a run id already registered returns its version).
+    """``ctr train --per-segment COLUMN``: the training job with the :class:`SegmentsEngine`
+    (a run id already registered returns its version and fits nothing).
 
-    ``register=False`` stops after the table is complete (the bundle is registered by a later
-    call with the same ``run_id``)."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    spec = load_spec(spec)
-    grid = [normalize_setting(s) for s in (grid or [{}])]
-    fresh_run = run_id is None  # a run id made up here: nothing recorded for it, nobody else writes it
-    run_id = run_id or uuid.uuid4().hex
-    seconds: dict[str, float] = {}
-
-    existing = _registered_version(settings, model_name, run_id) if register else None
+    ``register=False`` stops after the table is complete and the bundle is scored (the bundle
+    is registered by a later call with the same ``run_id``)."""
+    engine = SegmentsEngine(segment_column, run_id=run_id, grid=grid, min_rows=min_rows,
+                            min_positives=min_positives, max_retries=max_retries, global_engine=global_engine,
+                            partitions=partitions, seed=seed)
+    existing = _registered_version(settings, model_name, engine.run_id) if register and run_id else None
     if existing is not None:
         return SegmentTrainResult(
-            run_id=run_id, version=existing["version"], promoted=CHAMPION in existing["aliases"],
+            run_id=engine.run_id, version=existing["version"], promoted=CHAMPION in existing["aliases"],
             gate_reason=existing["tags"].get(Tag.GATE_REASON, ""), mlflow_run_id=existing["run_id"],
             segment_column=segment_column, report=None, n_segments=0, fallback=[], failed=[], metrics={},
             delta_version=-1, already_registered=True)
-
-    # A resumed run reads the data it started on.
-    recorded = [] if fresh_run else read_segment_rows(spark, settings, run_id, None)
-    global_row = next((r for r in recorded if r["segment"] == GLOBAL_KEY and r["status"] == OK), None)
-    run_meta = {"segment_column": segment_column, "windows": windows.reference(), "table": table}
-    if global_row is not None:
-        gmeta = json.loads(global_row["meta"])
-        if global_row["fingerprint"] != spec.fingerprint:
-            raise ValueError(f"run {run_id} was started with feature spec {global_row['fingerprint']}, "
-                             f"not {spec.fingerprint}")
-        if gmeta.get("run") != run_meta:
-            raise ValueError(f"run {run_id} was started with {gmeta.get('run')}, not {run_meta}")
-        if delta_version is not None and delta_version != global_row["delta_version"]:
-            raise ValueError(f"run {run_id} read Delta version {global_row['delta_version']}, not {delta_version}")
-        delta_version = int(global_row["delta_version"])
-
-    t0 = time.perf_counter()
-    columns = spark.read.format("delta").load(settings.table_path(table)).columns
-    if segment_column not in columns:
-        raise ValueError(f"table {table} has no column {segment_column!r}")
-    data, raws, reads, delta_version = read_featurized(
-        spark, settings, windows, spec, table=table, delta_version=delta_version,
-        extra={SEGMENT_COL: F.col(segment_column).cast("string")})
-    raw_test = raws["test"]
-    data = data.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        rows, positives = split_counts(data)
-        for name in ("train", "validation", "test"):
-            if not rows.get(name):
-                raise ValueError(f"the {name} window {reads[name].window} of {table} (Delta v{delta_version}) "
-                                 "has no rows")
-        seconds["read+featurize"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        if global_row is None:
-            global_model = fit_global(data, grid, spec.bits, global_engine, seed)
-            y_g, p_g, _ = collect_predictions(predict_spark(data.filter(F.col(SPLIT_COL) == "test"), global_model))
-            g_test = evaluate(y_g, p_g)
-            grow = global_model_row(global_model, g_test, run_id=run_id, rows=rows, positives=positives,
-                                    spec=spec, delta_version=delta_version, run_meta=run_meta)
-            merge_rows(spark, settings, spark.createDataFrame([grow], fit_schema()))
-        else:
-            global_model = global_from_row(global_row)
-        seconds["global"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        report = fit_segments(spark, settings, data, run_id=run_id, global_model=global_model, grid=grid,
-                              min_rows=min_rows, min_positives=min_positives, max_retries=max_retries,
-                              partitions=partitions, fingerprint=spec.fingerprint, delta_version=delta_version,
-                              seed=seed, fresh_run=fresh_run)
-        seconds["segments"] = time.perf_counter() - t0
-        if not register:
-            return SegmentTrainResult(
-                run_id=run_id, version="", promoted=False, gate_reason="not registered (register=False)",
-                mlflow_run_id="", segment_column=segment_column, report=report, n_segments=0, fallback=[],
-                failed=report.failed, metrics={}, delta_version=delta_version, seconds=seconds)
-
-        t0 = time.perf_counter()
-        table_rows = read_segment_rows(spark, settings, run_id, None)
-        fallback = sorted(r["segment"] for r in table_rows if r["status"] == FALLBACK)
-        failed = sorted(r["segment"] for r in table_rows if r["status"] == FAILED)
-        settings_by_segment = {r["segment"]: json.loads(r["params"]) for r in table_rows
-                               if r["status"] == OK and r["segment"] != GLOBAL_KEY}
-        bundle = assemble_bundle(table_rows, global_model, segment_column, meta={
-            "run_id": run_id, "min_rows": min_rows, "min_positives": min_positives, "fallback": fallback,
-            "failed": failed, "settings": settings_by_segment})
-        test_rows = data.filter(F.col(SPLIT_COL) == "test")
-        y, p, test_table = collect_predictions(predict_bundle_spark(test_rows, bundle, SEGMENT_COL))
-        g_row = next(r for r in table_rows if r["segment"] == GLOBAL_KEY)
-        seconds["score"] = time.perf_counter() - t0
-    finally:
-        data.unpersist()
-
-    metrics = {"test": evaluate(y, p),
-               "global_test": {"log_loss": g_row["test_log_loss"], "auc": g_row["test_auc"],
-                               "normalized_entropy": g_row["test_normalized_entropy"],
-                               "calibration": g_row["test_calibration"]}}
-    best_possible = (oracle.best_log_loss(test_table.select(["impression_id", "label"]), windows.test.start,
-                                          windows.test.end) if oracle else None)
-    if best_possible is not None:
-        metrics["test"]["best_possible_log_loss"] = best_possible
-    fit_rate = (positives["train"] + positives["validation"]) / (rows["train"] + rows["validation"])
-    metrics["test"]["baseline_log_loss"] = evaluate(y, np.full(y.shape, fit_rate))["log_loss"]
-    data_reference = {**reads["train"].reference(), **windows.reference(), "rows": rows,
-                      "segment_column": segment_column, "segments_run_id": run_id}
-    for key in ("start", "end"):
-        data_reference.pop(key)
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ctr-segment-bundle-") as tmp:
-        bundle_dir = write_bundle(bundle, global_model, spec, Path(tmp) / "bundle",
-                                  extra={"metrics": metrics, "data_reference": data_reference})
-        run = log_training_run(
-            settings, bundle_dir, model_name=model_name, metrics=metrics, data_reference=data_reference,
-            params={"engine": "segments", "segments.column": segment_column, "segments.models": int(bundle.keys.size),
-                    "segments.fallback": len(fallback), "segments.failed": len(failed),
-                    "segments.min_rows": min_rows, "segments.min_positives": min_positives,
-                    "segments.max_retries": max_retries, "segments.grid": json.dumps(grid)[:6000],
-                    "global.engine": global_model.engine},
-            test_window=f"{table}@v{delta_version} test {windows.test}",
-            run_name=f"train segments by {segment_column} {windows.train}",
-            margin=DEFAULT_MARGIN if margin is None else margin,
-            champion_scorer=lambda loaded: score_champion_in_spark(raw_test, loaded),
-            tags={RUN_ID_TAG: run_id, "engine": "segments"},
-        )
-    # the version's own tag: a re-run with this run id finds it and does nothing
-    configure_mlflow(settings).MlflowClient().set_model_version_tag(model_name, run.version, RUN_ID_TAG, run_id)
-    seconds["register"] = time.perf_counter() - t0
+    job = TrainingJob(settings, windows.named(), load_spec(spec), table=table, delta_version=delta_version,
+                      model_name=model_name, margin=margin, oracle=oracle,
+                      run_name=f"train segments by {segment_column} {windows.train}", spark=spark)
+    result = job.run(engine, register=register)
+    model: SegmentModel = result.model
     return SegmentTrainResult(
-        run_id=run_id, version=run.version, promoted=run.decision.promoted, gate_reason=run.decision.reason,
-        mlflow_run_id=run.run_id, segment_column=segment_column, report=report, n_segments=int(bundle.keys.size),
-        fallback=fallback, failed=failed, metrics=metrics, delta_version=delta_version, seconds=seconds,
-    )
-
+        run_id=engine.run_id, version=result.version, promoted=result.promoted,
+        gate_reason=result.gate_reason if register else "not registered (register=False)",
+        mlflow_run_id=result.run_id, segment_column=segment_column, report=model.report,
+        n_segments=int(model.bundle.keys.size), fallback=model.fallback, failed=model.failed,
+        metrics=result.metrics, delta_version=result.delta_version, seconds=result.seconds)

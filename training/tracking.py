@@ -407,8 +407,8 @@ def log_training_run(
         Tag.TEST_LOG_LOSS: _fmt(test_log_loss),
         Tag.MODEL_DIR_URI: model_dir_uri,
         Tag.GIT_COMMIT: commit,
-        # lineage of a warm-started update travels with the version, not only its run
-        **{k: str(v) for k, v in (tags or {}).items() if k.startswith(Tag.LINEAGE_PREFIX)},
+        # the job's tags (engine, an update's lineage, a segment run id) travel with the version
+        **{k: str(v) for k, v in (tags or {}).items()},
     }
     if model_uri.startswith("models:/"):
         mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
