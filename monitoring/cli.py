@@ -70,10 +70,12 @@ def register(sub) -> None:
 
     s = sub.add_parser(
         "schedule",
-        help="decide whether to retrain now (age, degradation, drift, cost budget) and do it",
-        description="Gathers the champion's age, live performance, drift, past training cost and the "
-                    "scheduler's own attempts; decides; records the decision and its reasons in the "
-                    "schedule_decisions table; runs the training when the decision is to retrain.",
+        help="decide between nothing, a warm-started update and a full retrain (age, degradation, drift, "
+             "new labelled days, cost) and do it",
+        description="Gathers the champion's age, live performance, drift, new labelled days, the measured cost "
+                    "of past updates and retrains and the scheduler's own attempts; decides; records the "
+                    "decision and its reasons in the schedule_decisions table; runs the update or the "
+                    "retraining it decided on. With --every it keeps doing so on an interval until stopped.",
     )
     s.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     s.add_argument("--dry-run", action="store_true", help="decide and record, print the ctr train command")
@@ -85,6 +87,9 @@ def register(sub) -> None:
     s.add_argument("--max-age-hours", type=float)
     s.add_argument("--budget-per-week", type=float)
     s.add_argument("--cost-per-hour", type=float)
+    s.add_argument("--every", type=float, metavar="SECONDS",
+                   help="run as a long-lived process: decide (and act) every SECONDS until SIGTERM/SIGINT")
+    s.add_argument("--max-runs", type=int, metavar="N", help="with --every: stop after N decisions")
     s.set_defaults(func=run_schedule)
 
     d = sub.add_parser(
@@ -213,7 +218,7 @@ def _policy(args):
 
 
 def run_schedule(args, settings) -> int:
-    """``ctr schedule``: decide whether to retrain now, record the decision, and retrain when told to."""
+    """``ctr schedule``: decide between nothing, an update and a retrain, record it, and act (once or ``--every``)."""
     from shared.errors import CommandError
 
     if args.train_days < 1:
@@ -222,24 +227,47 @@ def run_schedule(args, settings) -> int:
     from monitoring.schedule_job import run_schedule as schedule
     from shared.spark import get_spark
 
+    if args.every is not None and args.every <= 0:
+        raise CommandError("--every must be a positive number of seconds")
+    if args.max_runs is not None and (args.max_runs < 1 or args.every is None):
+        raise CommandError("--max-runs needs --every and must be at least 1")
     spark = get_spark(settings, "ctr-schedule")
-    out = schedule(spark, settings, model_name=args.model_name, policy=policy, dry_run=args.dry_run, oracle=getattr(args, "oracle", None),
-                   train_days=args.train_days, trials=args.trials, wall_seconds=args.wall_seconds, spec=args.spec)
+    kwargs = dict(model_name=args.model_name, policy=policy, dry_run=args.dry_run, oracle=getattr(args, "oracle", None),
+                  train_days=args.train_days, trials=args.trials, wall_seconds=args.wall_seconds, spec=args.spec)
+    if args.every is not None:
+        from monitoring.schedule_job import run_forever
+
+        failures = []
+
+        def report(out) -> None:
+            print(f"[{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}Z]", flush=True)
+            if _print_outcome(out, args.dry_run):
+                failures.append(out)
+
+        runs = run_forever(spark, settings, every_seconds=args.every, max_runs=args.max_runs, report=report,
+                           **kwargs)
+        print(f"scheduler stopped after {runs} decision(s), {len(failures)} failed attempt(s)")
+        return 0
+    return 1 if _print_outcome(schedule(spark, settings, **kwargs), args.dry_run) else 0
+
+
+def _print_outcome(out, dry_run: bool) -> bool:
+    """Print one scheduler decision and what it ran; True when the attempt failed."""
     d = out.decision
     print(f"decision: {d.action.upper()} (champion {out.context.get('champion') or 'none'}; "
-          f"cost {d.estimated_cost:.2f}, expected value {d.expected_value:.2f})")
+          f"cost {d.estimated_cost:.2f}, expected value {d.expected_value:.2f})", flush=True)
     for r in d.reasons:
         print(f"  - {r}")
     if d.retry_at:
         print(f"  next possible attempt: {d.retry_at:%Y-%m-%d %H:%M} UTC")
     if out.command:
-        print(("would run: " if args.dry_run else "ran: ") + out.command)
+        print(("would run: " if dry_run else "ran: ") + out.command)
     if out.trained_version:
         print(out.context.get("train_summary", f"trained version {out.trained_version}"))
     if out.error:
-        print(f"training failed: {out.error}")
-        return 1
-    return 0
+        print(f"training failed: {out.error}", flush=True)
+        return True
+    return False
 
 
 def run_dashboard(args, settings) -> int:

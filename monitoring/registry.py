@@ -43,6 +43,24 @@ class VersionInfo:
         return parse_window(self.params.get("data.train_window") or self.params.get("data.windows.train"))
 
     @property
+    def is_update(self) -> bool:
+        """Whether the version is a warm-started update of another (``lineage.*`` tags)."""
+        return bool(self.tags.get("lineage.parent_version") or self.params.get("update.parent"))
+
+    @property
+    def can_continue(self) -> bool:
+        """Whether the version carries an engine state an update can continue (FTRL)."""
+        return self.params.get("engine") == "ftrl"
+
+    @property
+    def data_end(self) -> date | None:
+        """The end of the newest window the version was fitted on (train, or validation when
+        the winner was refit on train + validation)."""
+        ends = [w.end for w in (parse_window(self.params.get(f"data.{k}_window")) for k in ("train", "validation"))
+                if w is not None]
+        return max(ends, default=None)
+
+    @property
     def table(self) -> str:
         """The warehouse table the version was trained on (``observations`` by default)."""
         return self.params.get("data.table") or "observations"
@@ -139,6 +157,7 @@ class TrainingRun:
     status: str  # "FINISHED" with a registered version, else the search run's status
     seconds: float | None
     registered_version: str | None
+    kind: str = "retrain"  # "retrain" (search + refit) or "update" (warm-started)
 
 
 def _ts(ms: int) -> datetime:
@@ -154,6 +173,7 @@ def training_runs(settings: Settings, since: datetime | None = None,
                   experiment: str | None = None) -> list[TrainingRun]:
     """Training pipelines started since ``since`` (default 90 days), oldest first.
 
+    Warm-started updates (``update <window>`` runs) are listed with ``kind="update"``.
     A pipeline's wall time runs from its ``search <window>`` run's start to the end of the
     ``train <window>`` run that registered the result; a search with no train run after it
     is a pipeline that failed or is still running (its own duration, status as recorded).
@@ -189,6 +209,13 @@ def training_runs(settings: Settings, since: datetime | None = None,
         out.append(TrainingRun(name, start, end, "FINISHED" if end else t.info.status,
                                (end - start).total_seconds() if end else None,
                                t.data.tags.get(Tag.REGISTERED_VERSION)))
+    for u in runs("update"):
+        start, end = _ts(u.info.start_time), _end_ts(u.info.end_time)
+        version = u.data.tags.get(Tag.REGISTERED_VERSION)
+        prior = float(u.data.params.get("job.seconds_before_register") or 0.0)  # read + fit, before the run
+        out.append(TrainingRun(u.info.run_name[len("update "):], start - timedelta(seconds=prior), end,
+                               ("FINISHED" if version else "FINISHED_UNREGISTERED") if end else u.info.status,
+                               (end - start).total_seconds() + prior if end else None, version, kind="update"))
     for s in searches:
         if s.info.run_id in used:
             continue

@@ -1,4 +1,4 @@
-"""``ctr schedule``: gather the scheduler's inputs, decide, record, and retrain when told to.
+"""``ctr schedule``: gather the scheduler's inputs, decide, record, and update or retrain when told to.
 
 Inputs come from the registry (the champion's age, the newest training), the monitoring
 tables (the champion's latest mature day: normalized entropy against its trailing mean,
@@ -8,26 +8,31 @@ calibration; the day's largest feature PSI; the last retrain's parameter change)
 
 Every decision is appended to ``schedule_decisions`` with its reasons and inputs. A
 retrain runs :func:`training.pipeline.train_from_warehouse` on the newest windows whose
-labels are final, bracketed by two ``attempt`` rows (``running``, then ``succeeded`` or
-``failed`` with the wall time and error); a ``running`` attempt older than
+labels are final; an update runs :func:`training.pipeline.update_from_champion` over the
+final days after the champion's data, tested on the newest final day. Either is bracketed
+by two ``attempt`` rows (``running``, then ``succeeded`` or ``failed`` with the wall time,
+the version and the error; the ``command`` says which); a ``running`` attempt older than
 ``STALE_ATTEMPT_HOURS`` is taken as failed (its process died). ``--dry-run`` records the
-decision and prints the ``ctr train`` command instead.
+decision and prints the ``ctr train`` command instead. :func:`run_forever` repeats the
+whole on an interval (``ctr schedule --every SECONDS``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from feature_store import tables as warehouse
 from monitoring import registry, tables
-from monitoring.scheduler import Attempt, Decision, Inputs, Policy, decide, inputs_as_dict
+from monitoring.scheduler import RETRAIN, UPDATE, Attempt, Decision, Inputs, Policy, decide, inputs_as_dict
 from shared.config import Settings
 from shared.oracle import Oracle
 from shared.errors import InputError, MissingInputError
@@ -55,7 +60,8 @@ def own_attempts(rows: list[dict], now: datetime) -> tuple[Attempt, ...]:
         status = r["attempt_status"]
         if status == "running" and now - r["_started"] > timedelta(hours=STALE_ATTEMPT_HOURS):
             status = "failed"
-        out.append(Attempt(r["_started"], status, r["attempt_seconds"]))
+        kind = UPDATE if " --update" in (r.get("command") or "") else RETRAIN
+        out.append(Attempt(r["_started"], status, r["attempt_seconds"], kind))
     return tuple(out)
 
 
@@ -103,16 +109,35 @@ def gather_inputs(spark: "SparkSession", settings: Settings, model_name: str, po
             param_change = mine[-1]["relative_l2_change"]
 
     runs = registry.training_runs(settings, since=now - timedelta(days=90))
-    past = tuple(r.seconds for r in runs if r.status == "FINISHED" and r.seconds)
+    past = tuple(r.seconds for r in runs if r.status == "FINISHED" and r.seconds and r.kind == RETRAIN)
+    past_updates = tuple(r.seconds for r in runs if r.status == "FINISHED" and r.seconds and r.kind == UPDATE)
     week = [r.seconds for r in runs if r.seconds and r.started_at >= now - timedelta(days=7)]
     week += [a.seconds for a in attempts if a.seconds and a.status == "failed"
              and a.started_at >= now - timedelta(days=7)]
     spent = sum(week) / 3600 * policy.cost_per_hour
+
+    full = [v for v in infos if not v.is_update]
+    last_retrain = max([v.created_at for v in full]
+                       + [a.started_at for a in attempts if a.status == "succeeded" and a.kind == RETRAIN],
+                       default=None)
+    updates_since = sum(1 for v in infos if v.is_update and (last_retrain is None or v.created_at > last_retrain))
+    new_days = 0
+    if champ is not None and champ.can_continue and champ.data_end is not None:
+        try:
+            final = latest_final_day(spark, settings)
+        except InputError:
+            final = None
+        if final is not None:
+            new_days = max(0, (final - champ.data_end).days)  # days [data_end, final) to learn; final to test
+            context["update_window"] = [champ.data_end.isoformat(), final.isoformat()]
+            context["update_table"] = champ.table
     inputs = Inputs(
         now=now, has_model=champ is not None, model_created_at=champ.created_at if champ else None,
         last_training_at=last_training, ne_recent=ne_recent, ne_baseline=ne_baseline,
         calibration_recent=calibration, max_feature_psi=max_psi, psi_field=psi_field,
         param_relative_change=param_change, past_run_seconds=past, spent_last_week=spent, attempts=attempts,
+        last_retrain_at=last_retrain, update_available=bool(champ and champ.can_continue),
+        new_days=new_days, past_update_seconds=past_updates, updates_since_retrain=updates_since,
     )
     return inputs, context
 
@@ -151,13 +176,19 @@ def train_command(start: date, train_days: int, model_name: str, trials: int | N
     return cmd
 
 
+def update_command(new_start: date, final: date, model_name: str) -> str:
+    """The ``ctr train --update`` command equivalent to an update (learn [new_start, final), test final)."""
+    return (f"ctr train --update champion --start {new_start.isoformat()} "
+            f"--train-days {(final - new_start).days} --test-days 1 --model-name {model_name}")
+
+
 def _record(spark, settings, model_name: str, *, decision_id: str, action: str, decision: Decision | None,
             inputs: Inputs | None, dry_run: bool, command: str = "", status: str = "",
             seconds: float | None = None, version: str = "", error: str = "") -> None:
     now = datetime.now(timezone.utc)
     row = {
         "decision_id": decision_id, "model_name": model_name, "decided_at": now, "action": action,
-        "retrain": bool(decision and decision.retrain),
+        "retrain": bool(decision and decision.acts),
         "reasons": list(decision.reasons) if decision else [],
         "triggers": list(decision.triggers) if decision else [],
         "blockers": list(decision.blockers) if decision else [],
@@ -199,21 +230,31 @@ def run_schedule(spark: "SparkSession", settings: Settings, *, model_name: str, 
         start = last - timedelta(days=train_days + 1)
         command = train_command(start, train_days, model_name, trials, wall_seconds)
         context["windows_start"] = start.isoformat()
+    elif decision.action == UPDATE:
+        new_start, final = (date.fromisoformat(d) for d in context["update_window"])
+        command = update_command(new_start, final, model_name)
     _record(spark, settings, model_name, decision_id=decision_id, action=decision.action, decision=decision,
             inputs=inputs, dry_run=dry_run, command=command)
     outcome = ScheduleOutcome(decision, inputs, context, command)
-    if not decision.retrain or dry_run:
+    if not decision.acts or dry_run:
         return outcome
 
-    from training.pipeline import Windows, train_from_warehouse
+    from feature_store.reader import Window
+    from training.pipeline import Windows, train_from_warehouse, update_from_champion
 
     attempt_id = uuid.uuid4().hex
     _record(spark, settings, model_name, decision_id=attempt_id, action="attempt", decision=decision,
             inputs=None, dry_run=False, command=command, status="running")
     t0 = time.perf_counter()
     try:
-        result = train_from_warehouse(spark, settings, Windows.consecutive(start, train_days), spec,
-                                      trials=trials, wall_seconds=wall_seconds, model_name=model_name, oracle=oracle)
+        if decision.retrain:
+            result = train_from_warehouse(spark, settings, Windows.consecutive(start, train_days), spec,
+                                          trials=trials, wall_seconds=wall_seconds, model_name=model_name,
+                                          oracle=oracle)
+        else:
+            result = update_from_champion(settings, Window(new_start, final),
+                                          Window(final, final + timedelta(days=1)), model_name=model_name,
+                                          table=context["update_table"], spark=spark, oracle=oracle)
     except Exception as exc:  # recorded for the backoff, then reported by the command
         outcome.error = f"{type(exc).__name__}: {exc}"
         _record(spark, settings, model_name, decision_id=attempt_id, action="attempt", decision=decision,
@@ -226,3 +267,26 @@ def run_schedule(spark: "SparkSession", settings: Settings, *, model_name: str, 
             seconds=time.perf_counter() - t0, version=result.version)
     context["train_summary"] = result.summary()
     return outcome
+
+
+def run_forever(spark: "SparkSession", settings: Settings, *, every_seconds: float, max_runs: int | None = None,
+                report: Callable[[ScheduleOutcome], None] | None = None, **kwargs: Any) -> int:
+    """:func:`run_schedule` every ``every_seconds`` (measured from one start to the next) until
+    SIGTERM / SIGINT (finishing the run in progress) or ``max_runs``; returns the runs made."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runs = 0
+    try:
+        while not stop.is_set() and (max_runs is None or runs < max_runs):
+            started = time.monotonic()
+            outcome = run_schedule(spark, settings, **kwargs)
+            runs += 1
+            if report is not None:
+                report(outcome)
+            if max_runs is not None and runs >= max_runs:
+                break
+            stop.wait(max(0.0, every_seconds - (time.monotonic() - started)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return runs

@@ -1,29 +1,39 @@
 """The retraining decision as a pure function: :func:`decide` (``Inputs`` + ``Policy`` -> ``Decision``).
 
-Order of the checks (every one adds a line to ``reasons``, so a decision explains itself):
+Three possible actions besides waiting: a warm-started **update** (the champion's saved
+FTRL state continued over the newest labelled days: cheap), a full **retrain** (search
+and refit: expensive), or giving up after repeated failures. Order of the checks (every
+one adds a line to ``reasons``, so a decision explains itself):
 
 1. **In progress**: a training attempt is running -> wait.
 2. **Failures**: after ``k`` consecutive failed attempts the next one waits
    ``backoff_base_minutes * 2**(k-1)`` (at most ``backoff_max_hours``); after ``max_retries``
    consecutive failures the scheduler gives up until a person runs a training (a success
    resets the count).
-3. **Triggers** (reasons to retrain): no model in production; model age over
+3. **Triggers**: no model in production; age since the last full retrain over
    ``max_age_hours`` (halved when the last retrain moved the weights by more than
    ``param_drift_threshold`` relative L2 — the data is moving fast); normalized entropy up
    more than ``ne_degradation_threshold`` over its baseline; calibration outside
-   ``calibration_range``; a feature's PSI over ``psi_threshold``. No trigger -> wait.
-4. **Too soon**: less than ``min_hours_between_trainings`` since the last training -> wait
-   (unless there is no model at all).
-5. **Budget**: estimated cost of a run (median duration of past training runs x
-   ``cost_per_hour``; ``default_run_hours`` without history) plus what was spent in the
-   last 7 days must stay within ``budget_per_week`` — except past ``hard_max_age_hours``,
-   when a model is too old to keep serving whatever it costs.
-6. **Worth it**: the expected gain — relative log-loss improvement: the measured NE
-   degradation, plus ``drift_gain`` when features drifted, plus ``calibration_gain`` when
-   calibration is off, plus ``staleness_gain_per_day`` per day of age — valued at
-   ``value_per_logloss_percent`` per 1 % must be at least
-   ``min_value_cost_ratio`` x the cost. The age trigger (a policy limit) and a missing
-   model skip this check.
+   ``calibration_range``; a feature's PSI over ``psi_threshold``; newly labelled days the
+   champion has not seen (only when it can be updated). No trigger -> wait.
+4. **Options**: a retrain is always possible; an update when the champion has a saved
+   state and new labelled days, fewer than ``max_updates_between_retrains`` updates have
+   run since the last retrain, and no trigger demands a retrain (no model, age). Each
+   option is checked for being **too soon** (``min_hours_between_trainings`` since the last
+   retrain; ``min_hours_between_updates`` since the last training of any kind), its
+   **budget** (its own estimated cost: the median duration of past runs of that kind x
+   ``cost_per_hour``, or ``default_run_hours`` / ``default_update_hours`` without history,
+   plus the last 7 days' spend within ``budget_per_week``, except a retrain past
+   ``hard_max_age_hours``) and whether it is **worth it**: the expected relative log-loss
+   gain valued at ``value_per_logloss_percent`` per 1 % must be at least
+   ``min_value_cost_ratio`` x its cost (a forced retrain skips this). A retrain's gain is
+   the measured NE degradation, ``drift_gain`` when features drifted,
+   ``calibration_gain`` when calibration is off and ``staleness_gain_per_day`` per day of
+   the champion's age (or per new labelled day it has not seen, when more); an update recovers the staleness and calibration parts and
+   ``update_share_of_degradation`` of the degradation, not the drift (new features or
+   crosses need a search).
+5. **Choice**: of the options left, the one with the largest value minus cost (ties to
+   the cheaper). None left -> wait, with each option's blocker.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from typing import Any
 
 from shared.errors import ConfigurationError
 
-RETRAIN, WAIT, GIVE_UP = "retrain", "wait", "give_up"
+RETRAIN, UPDATE, WAIT, GIVE_UP = "retrain", "update", "wait", "give_up"
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,10 @@ class Policy:
     cost_per_hour: float = 1.0
     budget_per_week: float = 20.0
     default_run_hours: float = 0.5
+    default_update_hours: float = 0.05
+    min_hours_between_updates: float = 1.0
+    max_updates_between_retrains: int = 48
+    update_share_of_degradation: float = 0.5
     value_per_logloss_percent: float = 2.0
     min_value_cost_ratio: float = 1.0
     staleness_gain_per_day: float = 0.001
@@ -67,13 +81,17 @@ class Policy:
         if not lo < hi:
             raise ConfigurationError("calibration_range must be (low, high) with low < high")
         for name in ("max_age_hours", "hard_max_age_hours", "cost_per_hour", "default_run_hours",
-                     "backoff_base_minutes", "backoff_max_hours"):
+                     "default_update_hours", "backoff_base_minutes", "backoff_max_hours"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be positive")
         if self.hard_max_age_hours < self.max_age_hours:
             raise ConfigurationError("hard_max_age_hours must be >= max_age_hours")
         if self.max_retries < 1:
             raise ConfigurationError("max_retries must be >= 1")
+        if self.max_updates_between_retrains < 0 or self.min_hours_between_updates < 0:
+            raise ConfigurationError("max_updates_between_retrains and min_hours_between_updates must be >= 0")
+        if not 0 <= self.update_share_of_degradation <= 1:
+            raise ConfigurationError("update_share_of_degradation must be within [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ class Attempt:
     started_at: datetime
     status: str  # "succeeded" | "failed" | "running"
     seconds: float | None = None
+    kind: str = RETRAIN  # "retrain" | "update"
 
 
 @dataclass(frozen=True)
@@ -99,16 +118,21 @@ class Inputs:
     max_feature_psi: float | None = None
     psi_field: str | None = None
     param_relative_change: float | None = None  # relative L2 weight change of the last retrain
-    past_run_seconds: tuple[float, ...] = ()  # wall time of past training runs
+    past_run_seconds: tuple[float, ...] = ()  # wall time of past training runs (full retrains)
     spent_last_week: float = 0.0  # cost of the training runs started in the last 7 days
     attempts: tuple[Attempt, ...] = ()
+    last_retrain_at: datetime | None = None  # newest full retrain (default: last_training_at)
+    update_available: bool = False  # the champion has a saved engine state to continue
+    new_days: int = 0  # labelled (final) days newer than the champion's training data
+    past_update_seconds: tuple[float, ...] = ()  # wall time of past updates
+    updates_since_retrain: int = 0
 
 
 @dataclass(frozen=True)
 class Decision:
     """What to do (``retrain``, ``wait`` or ``give_up``), why, and the cost and value weighed."""
 
-    action: str  # "retrain" | "wait" | "give_up"
+    action: str  # "retrain" | "update" | "wait" | "give_up"
     reasons: tuple[str, ...]
     triggers: tuple[str, ...] = ()
     blockers: tuple[str, ...] = ()
@@ -118,8 +142,13 @@ class Decision:
 
     @property
     def retrain(self) -> bool:
-        """Whether the decision is to retrain."""
+        """Whether the decision is a full retrain."""
         return self.action == RETRAIN
+
+    @property
+    def acts(self) -> bool:
+        """Whether the decision runs a training (a retrain or an update)."""
+        return self.action in (RETRAIN, UPDATE)
 
     def as_dict(self) -> dict[str, Any]:
         """The decision as a plain dict, with ``retrain`` added."""
@@ -145,28 +174,29 @@ def backoff(failures: int, policy: Policy) -> timedelta:
     return timedelta(minutes=min(minutes, policy.backoff_max_hours * 60))
 
 
-def estimated_cost(inputs: Inputs, policy: Policy) -> tuple[float, str]:
-    """Estimated cost of one training run and how it was estimated (median past duration x hourly cost)."""
-    runs = [s for s in inputs.past_run_seconds if s is not None and s > 0]
+def estimated_cost(inputs: Inputs, policy: Policy, kind: str = RETRAIN) -> tuple[float, str]:
+    """Estimated cost of one run of ``kind`` and how it was estimated (median past duration x hourly cost)."""
+    past = inputs.past_update_seconds if kind == UPDATE else inputs.past_run_seconds
+    runs = [s for s in past if s is not None and s > 0]
     if runs:
         hours = statistics.median(runs) / 3600
-        how = f"median of {len(runs)} past run(s) {hours * 60:.1f} min"
+        how = f"median of {len(runs)} past {'update' if kind == UPDATE else 'run'}(s) {hours * 60:.1f} min"
     else:
-        hours = policy.default_run_hours
-        how = f"no past runs: default {hours * 60:.0f} min"
+        hours = policy.default_update_hours if kind == UPDATE else policy.default_run_hours
+        how = f"no past {kind}s: default {hours * 60:.0f} min"
     return hours * policy.cost_per_hour, how
 
 
 def decide(inputs: Inputs, policy: Policy = Policy()) -> Decision:
-    """Whether to retrain now, and why (see the module docstring)."""
+    """Whether to update, retrain or wait now, and why (see the module docstring)."""
     reasons: list[str] = []
     triggers: list[str] = []
     blockers: list[str] = []
     cost, how = estimated_cost(inputs, policy)
-    reasons.append(f"estimated cost {cost:.2f} ({how} x {policy.cost_per_hour:g}/h)")
+    reasons.append(f"estimated cost {cost:.2f} of a retrain ({how} x {policy.cost_per_hour:g}/h)")
 
-    def result(action, value=0.0, retry_at=None):
-        return Decision(action, tuple(reasons), tuple(triggers), tuple(blockers), cost, value, retry_at)
+    def result(action, value=0.0, retry_at=None, spent=cost):
+        return Decision(action, tuple(reasons), tuple(triggers), tuple(blockers), spent, value, retry_at)
 
     # 1. in progress
     if inputs.attempts and inputs.attempts[-1].status == "running":
@@ -193,7 +223,8 @@ def decide(inputs: Inputs, policy: Policy = Policy()) -> Decision:
                        f"backoff ended {retry_at:%Y-%m-%d %H:%M}")
 
     # 3. triggers
-    age_h = None
+    age_h = model_age_h = None
+    can_update = inputs.has_model and inputs.update_available and inputs.new_days > 0
     if not inputs.has_model:
         triggers.append("no_model")
         reasons.append("no model in production")
@@ -204,10 +235,13 @@ def decide(inputs: Inputs, policy: Policy = Policy()) -> Decision:
             reasons.append(f"the last retrain changed the weights by {inputs.param_relative_change:.1%} (> "
                            f"{policy.param_drift_threshold:.0%}): volatile data, age limit halved to {max_age:g} h")
         if inputs.model_created_at is not None:
-            age_h = (inputs.now - inputs.model_created_at).total_seconds() / 3600
+            model_age_h = (inputs.now - inputs.model_created_at).total_seconds() / 3600
+        retrained_at = inputs.last_retrain_at or inputs.model_created_at
+        if retrained_at is not None:
+            age_h = (inputs.now - retrained_at).total_seconds() / 3600
             if age_h >= max_age:
                 triggers.append("age")
-                reasons.append(f"model age {age_h:.1f} h >= limit {max_age:g} h")
+                reasons.append(f"model age {age_h:.1f} h >= limit {max_age:g} h (since the last full retrain)")
             else:
                 reasons.append(f"model age {age_h:.1f} h < limit {max_age:g} h")
         if inputs.ne_recent is not None and inputs.ne_baseline:
@@ -235,55 +269,83 @@ def decide(inputs: Inputs, policy: Policy = Policy()) -> Decision:
                                f"{policy.psi_threshold:g}")
             else:
                 reasons.append(f"largest feature PSI {inputs.max_feature_psi:.3f} <= {policy.psi_threshold:g}")
+        if can_update:
+            triggers.append("new_data")
+            reasons.append(f"{inputs.new_days} labelled day(s) newer than the champion's data, and it has a "
+                           "saved state to continue")
     if not triggers:
         reasons.append("no trigger: keep the current model")
         return result(WAIT)
 
-    # 4. too soon
-    if inputs.has_model and inputs.last_training_at is not None:
-        since = (inputs.now - inputs.last_training_at).total_seconds() / 3600
-        if since < policy.min_hours_between_trainings:
-            blockers.append("too_soon")
-            reasons.append(f"last training {since:.1f} h ago < {policy.min_hours_between_trainings:g} h minimum")
-            return result(WAIT, retry_at=inputs.last_training_at
-                          + timedelta(hours=policy.min_hours_between_trainings))
-
-    # 5. budget
-    hard = age_h is not None and age_h >= policy.hard_max_age_hours
-    if inputs.spent_last_week + cost > policy.budget_per_week:
-        if hard:
-            reasons.append(f"over budget ({inputs.spent_last_week:.2f} spent + {cost:.2f} > "
-                           f"{policy.budget_per_week:g}/week) but the model is past the hard age limit "
-                           f"{policy.hard_max_age_hours:g} h: retraining anyway")
-        else:
-            blockers.append("budget")
-            reasons.append(f"over budget: {inputs.spent_last_week:.2f} spent in the last 7 days + {cost:.2f} > "
-                           f"{policy.budget_per_week:g}/week")
-            return result(WAIT)
-    else:
-        reasons.append(f"within budget: {inputs.spent_last_week:.2f} spent + {cost:.2f} <= "
-                       f"{policy.budget_per_week:g}/week")
-
-    # 6. worth it
-    gain = 0.0
+    # 4. options: gain, cost, blockers of each
+    degradation = 0.0
     if inputs.ne_recent is not None and inputs.ne_baseline:
-        gain += max(inputs.ne_recent / inputs.ne_baseline - 1, 0.0)
-    if "feature_drift" in triggers:
-        gain += policy.drift_gain
-    if "calibration" in triggers:
-        gain += policy.calibration_gain
-    if age_h is not None:
-        gain += policy.staleness_gain_per_day * age_h / 24
-    value = gain * 100 * policy.value_per_logloss_percent
-    if not inputs.has_model:
-        value = math.inf
-    reasons.append(f"expected gain {gain:.2%} relative log-loss, worth {value:.2f} vs cost {cost:.2f}")
-    if "age" not in triggers and "no_model" not in triggers and value < policy.min_value_cost_ratio * cost:
-        blockers.append("not_worth_it")
-        reasons.append(f"expected value below {policy.min_value_cost_ratio:g} x cost: not worth a run yet")
-        return result(WAIT, value)
-    reasons.append("retrain: " + ", ".join(triggers))
-    return result(RETRAIN, value)
+        degradation = max(inputs.ne_recent / inputs.ne_baseline - 1, 0.0)
+    # what the model has not seen: its age, or the labelled days after its data when more
+    staleness = policy.staleness_gain_per_day * max((model_age_h or 0.0) / 24, float(inputs.new_days))
+    calibration = policy.calibration_gain if "calibration" in triggers else 0.0
+    drift = policy.drift_gain if "feature_drift" in triggers else 0.0
+    forced = [t for t in ("no_model", "age") if t in triggers]
+    hard = age_h is not None and age_h >= policy.hard_max_age_hours
+    options: dict[str, tuple[float, float]] = {}  # kind -> (value, cost)
+    values: dict[str, float] = {}  # kind -> expected value, blocked or not
+
+    def consider(kind: str, gain: float, kind_cost: float, since: datetime | None, min_hours: float,
+                 is_forced: bool) -> datetime | None:
+        """Add ``kind`` to the options unless a blocker applies; returns when it may run if too soon."""
+        if inputs.has_model and since is not None:
+            hours_since = (inputs.now - since).total_seconds() / 3600
+            if hours_since < min_hours:
+                blockers.append("too_soon" if kind == RETRAIN else f"{kind}:too_soon")
+                reasons.append(f"{kind}: last {'retrain' if kind == RETRAIN else 'training'} {hours_since:.1f} h ago "
+                               f"< {min_hours:g} h minimum")
+                return since + timedelta(hours=min_hours)
+        if inputs.spent_last_week + kind_cost > policy.budget_per_week:
+            if kind == RETRAIN and hard:
+                reasons.append(f"retrain: over budget ({inputs.spent_last_week:.2f} spent + {kind_cost:.2f} > "
+                               f"{policy.budget_per_week:g}/week) but the model is past the hard age limit "
+                               f"{policy.hard_max_age_hours:g} h: retraining anyway")
+            else:
+                blockers.append("budget" if kind == RETRAIN else f"{kind}:budget")
+                reasons.append(f"{kind}: over budget: {inputs.spent_last_week:.2f} spent in the last 7 days + "
+                               f"{kind_cost:.2f} > {policy.budget_per_week:g}/week")
+                return None
+        value = math.inf if not inputs.has_model else gain * 100 * policy.value_per_logloss_percent
+        values[kind] = value
+        reasons.append(f"{kind}: expected gain {gain:.2%} relative log-loss, worth {value:.2f} vs cost {kind_cost:.2f}")
+        if not is_forced and value < policy.min_value_cost_ratio * kind_cost:
+            blockers.append("not_worth_it" if kind == RETRAIN else f"{kind}:not_worth_it")
+            reasons.append(f"{kind}: expected value below {policy.min_value_cost_ratio:g} x cost: not worth a run yet")
+            return None
+        options[kind] = (value, kind_cost)
+        return None
+
+    retry_at = consider(RETRAIN, degradation + drift + calibration + staleness, cost,
+                        inputs.last_retrain_at or inputs.last_training_at, policy.min_hours_between_trainings,
+                        bool(forced))
+    update_cost = 0.0
+    if can_update:
+        if forced:
+            reasons.append(f"update: not enough ({', '.join(forced)} needs a full retrain)")
+        elif inputs.updates_since_retrain >= policy.max_updates_between_retrains:
+            reasons.append(f"update: {inputs.updates_since_retrain} updates since the last retrain reached the "
+                           f"cap of {policy.max_updates_between_retrains}: a full retrain is due")
+            triggers.append("update_cap")
+        else:
+            update_cost, update_how = estimated_cost(inputs, policy, UPDATE)
+            reasons.append(f"estimated cost of an update {update_cost:.2f} ({update_how})")
+            update_retry = consider(UPDATE, policy.update_share_of_degradation * degradation + calibration
+                                    + staleness, update_cost, inputs.last_training_at,
+                                    policy.min_hours_between_updates, False)
+            retry_at = min([t for t in (retry_at, update_retry) if t is not None], default=None)
+
+    # 5. choice
+    if not options:
+        return result(WAIT, max(values.values(), default=0.0), retry_at=retry_at)
+    kind = max(options, key=lambda k: (options[k][0] - options[k][1], -options[k][1]))
+    value, kind_cost = options[kind]
+    reasons.append(f"{kind}: " + ", ".join(triggers))
+    return result(kind, value, spent=kind_cost)
 
 
 def inputs_as_dict(inputs: Inputs) -> dict[str, Any]:
@@ -293,4 +355,4 @@ def inputs_as_dict(inputs: Inputs) -> dict[str, Any]:
     return d
 
 
-__all__ = ["Attempt", "Decision", "Inputs", "Policy", "backoff", "decide", "estimated_cost"]
+__all__ = ["Attempt", "Decision", "Inputs", "Policy", "backoff", "decide", "estimated_cost", "RETRAIN", "UPDATE"]

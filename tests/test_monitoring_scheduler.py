@@ -150,3 +150,54 @@ def test_attempt_history_from_decision_rows():
         (NOW - hours(20), "failed"),  # still "running" after 20 h: its process died
         (NOW - hours(2), "running"),
     ]
+
+
+# -- the second, cheap action: a warm-started update ------------------------------------------
+
+def updatable(**kw) -> Inputs:
+    """A day-old champion with a saved state and one new labelled day; updates take 2 min."""
+    base = dict(model_created_at=NOW - hours(24), last_training_at=NOW - hours(24), last_retrain_at=NOW - hours(24),
+                update_available=True, new_days=1, past_update_seconds=(120.0,))
+    base.update(kw)
+    return inputs(**base)
+
+
+def test_new_labelled_day_is_worth_an_update_not_a_retrain():
+    d = decide(updatable())
+    assert d.action == "update" and d.acts and not d.retrain and d.triggers == ("new_data",)
+    assert d.estimated_cost == pytest.approx(120 / 3600)  # the update's own cost, not a retrain's
+    text = "\n".join(d.reasons)
+    assert "retrain: expected value below" in text and "estimated cost of an update 0.03" in text
+    assert d.blockers == ("not_worth_it",)  # the retrain's, recorded beside the update it lost to
+
+
+def test_without_a_saved_state_or_new_days_there_is_nothing_to_update():
+    for kw in ({"update_available": False}, {"new_days": 0}):
+        d = decide(updatable(**kw))
+        assert d.action == "wait" and "new_data" not in d.triggers
+
+
+def test_feature_drift_needs_a_retrain_even_when_an_update_is_possible():
+    d = decide(updatable(max_feature_psi=0.5))
+    assert d.action == "retrain" and set(d.triggers) == {"feature_drift", "new_data"}
+    assert any(r.startswith("update: expected gain") for r in d.reasons)  # weighed, and lost on value - cost
+
+
+def test_age_since_the_last_full_retrain_forces_a_retrain_over_updates():
+    d = decide(updatable(last_retrain_at=NOW - hours(200)))
+    assert d.action == "retrain" and "age" in d.triggers
+    assert any("update: not enough (age needs a full retrain)" in r for r in d.reasons)
+
+
+def test_update_cap_then_retrain():
+    d = decide(updatable(updates_since_retrain=P.max_updates_between_retrains))
+    assert "update_cap" in d.triggers and d.action == "wait"  # the retrain alone is not worth it
+    d = decide(updatable(updates_since_retrain=P.max_updates_between_retrains, ne_recent=0.84))
+    assert d.action == "retrain"
+
+
+def test_updates_have_their_own_minimum_interval():
+    d = decide(updatable(last_training_at=NOW - hours(0.5)))
+    assert d.action == "wait" and "update:too_soon" in d.blockers
+    assert d.retry_at == NOW + hours(0.5)
+    assert decide(updatable(last_training_at=NOW - hours(1.5))).action == "update"
