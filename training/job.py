@@ -24,6 +24,7 @@ import numpy as np
 from feature_store.reader import Window, WindowRead
 from shared.config import Settings
 from shared.errors import InputError
+from shared.faults import phase
 from shared.featurize import FeatureSpec
 from shared.model.registry import DEFAULT_MODEL_NAME
 from shared.oracle import Oracle
@@ -264,6 +265,7 @@ class TrainingJob:
             with tempfile.TemporaryDirectory(prefix="ctr-model-") as tmp:
                 model_dir = engine.save(data, model, self.spec, Path(tmp) / "model", {
                     "metrics": metrics, "data_reference": reference, "engine": engine_name})
+                phase("train.saved")
                 run = log_training_run(
                     self.settings, model_dir, model_name=self.model_name, metrics=metrics, data_reference=reference,
                     params={**selection.log_params, **self.log_params, "engine": engine_name,

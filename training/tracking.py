@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -40,6 +42,7 @@ from typing import Any, Callable, Mapping
 
 from shared.config import Settings
 from shared.errors import ArtifactError, ConfigurationError
+from shared.faults import phase
 from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
 from shared.model.format import LoadedModel, load_model_dir
 from shared.model.registry import CHAMPION, Tag, download_model_dir
@@ -47,6 +50,8 @@ from training.environment import KEY_PACKAGES, package_versions  # noqa: F401  (
 
 DEFAULT_MARGIN = 0.001  # relative: the candidate must be at least 0.1 % better
 MODEL_DIR_ARTIFACT = "model_dir"
+PENDING, INTERRUPTED = "pending", "interrupted"  # gate.decision before the gate ends / after its process died
+REGISTERING_PID, REGISTERING_HOST = "registering.pid", "registering.host"  # who registered a version
 PYFUNC_NAME = "model"
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -310,7 +315,6 @@ def promotion_gate(
         relative_improvement=rel, test_window=test_window,
     )
     _set_tags(client, model_name, version, {
-        Tag.GATE_DECISION: "promoted" if promoted else "rejected",
         Tag.GATE_REASON: reason,
         "gate.candidate_test_log_loss": _fmt(candidate_log_loss),
         "gate.champion_version": champ_version or "",
@@ -323,7 +327,58 @@ def promotion_gate(
     })
     if promoted and champ_version != version:
         promote(settings, model_name, version, reason="gate: " + reason)
+        phase("train.promoted")
+    # the decision tag last: a version still "pending" was never gated to the end (see recover_interrupted)
+    _set_tags(client, model_name, version, {Tag.GATE_DECISION: "promoted" if promoted else "rejected"})
     return decision
+
+
+def _alive(tags: Mapping[str, str]) -> bool:
+    """Whether the process that registered a version (``registering.*`` tags) may still be running."""
+    if tags.get(REGISTERING_HOST) != socket.gethostname():
+        return True  # another machine's: only its own next run can tell
+    try:
+        os.kill(int(tags.get(REGISTERING_PID, "0") or 0), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return int(tags.get(REGISTERING_PID, "0") or 0) > 0
+
+
+def recover_interrupted(settings: Settings, model_name: str) -> list[str]:
+    """Finish the record of versions whose registering process died before the gate ended
+    (``gate.decision`` still ``pending``): a version the champion alias already points at was
+    promoted (its decision is completed); any other is tagged ``interrupted`` and is never
+    served. Versions whose process still runs are left alone. Returns the versions fixed."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return []
+    champ = _champion(client, model_name)
+    fixed = []
+    for mv in versions:
+        tags = dict(mv.tags)
+        if tags.get(Tag.GATE_DECISION) != PENDING or _alive(tags):
+            continue
+        if champ is not None and champ.version == str(mv.version):
+            _set_tags(client, model_name, str(mv.version), {Tag.GATE_DECISION: "promoted"})
+        else:
+            _set_tags(client, model_name, str(mv.version), {
+                Tag.GATE_DECISION: INTERRUPTED,
+                Tag.GATE_REASON: f"the registering process (pid {tags.get(REGISTERING_PID)}) died before the "
+                                 "promotion gate finished; never served"})
+        if mv.run_id:
+            try:
+                if client.get_run(mv.run_id).info.status == "RUNNING":
+                    client.set_terminated(mv.run_id, status="KILLED")
+            except MlflowException:
+                pass
+        fixed.append(str(mv.version))
+    return fixed
 
 
 # -- the run ------------------------------------------------------------------------
@@ -393,6 +448,7 @@ def log_training_run(
         mlflow.log_dict(json.loads(_canonical(data_reference)), "data_reference.json")
         mlflow.log_dict({"git_commit": commit, "packages": packages}, "environment.json")
         mlflow.log_artifacts(str(model_dir), MODEL_DIR_ARTIFACT)
+        phase("train.logged")
         model_dir_uri = f"runs:/{run_id}/{MODEL_DIR_ARTIFACT}"
         if log_pyfunc:
             from training.pyfunc import log_pyfunc_model
@@ -401,7 +457,11 @@ def log_training_run(
         else:
             model_uri = model_dir_uri
 
+    recover_interrupted(settings, model_name)
     version_tags = {
+        Tag.GATE_DECISION: PENDING,  # until the gate has run to the end
+        REGISTERING_PID: str(os.getpid()),
+        REGISTERING_HOST: socket.gethostname(),
         Tag.FEATURE_FINGERPRINT: loaded.fingerprint,
         Tag.TEST_WINDOW: test_window,
         Tag.TEST_LOG_LOSS: _fmt(test_log_loss),
@@ -422,6 +482,7 @@ def log_training_run(
         source = client.get_run(run_id).info.artifact_uri.rstrip("/") + f"/{MODEL_DIR_ARTIFACT}"
         mv = client.create_model_version(model_name, source, run_id=run_id, tags=version_tags)
 
+    phase("train.registered")
     decision = promotion_gate(
         settings, model_name, str(mv.version), candidate_log_loss=test_log_loss, test_window=test_window,
         margin=margin, champion_scorer=champion_scorer,
