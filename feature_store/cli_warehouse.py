@@ -21,6 +21,18 @@ def register(sub) -> None:
     p.add_argument("--window-hours", type=float, default=24.0,
                    help="click attribution window in hours (default 24)")
     p.add_argument("--raw", type=Path, help="raw log folder (default <data root>/raw)")
+    s = p.add_argument_group("streaming (--stream)")
+    s.add_argument("--stream", action="store_true",
+                   help="follow the impression and click folders with Structured Streaming and MERGE into the "
+                        "observation table, exactly once (checkpoint: <data root>/checkpoints/ingest)")
+    s.add_argument("--once", action="store_true",
+                   help="with --stream: ingest the files there now (availableNow) and stop")
+    s.add_argument("--max-files", type=int, help="with --stream: files per source per micro-batch (default: all)")
+    s.add_argument("--trigger-seconds", type=float, default=30.0,
+                   help="with --stream: seconds between micro-batches when running continuously (default 30)")
+    s.add_argument("--lateness-minutes", type=float, default=60.0,
+                   help="with --stream: how late a click may arrive behind the newest click seen before the "
+                        "watermark passes it (default 60: one generator file)")
     p.set_defaults(func=run_ingest)
 
     p = sub.add_parser(
@@ -52,6 +64,10 @@ def run_ingest(args, settings) -> int:
     """``ctr ingest``: ingest one day or a range of days of logs into the observation table."""
     from shared.errors import CommandError
 
+    if getattr(args, "stream", False):
+        return _run_stream(args, settings)
+    if getattr(args, "once", False):
+        raise CommandError("--once goes with --stream")
     if args.date and (args.start or args.end):
         raise CommandError("give either --date or --start/--end, not both")
     if args.date:
@@ -85,6 +101,31 @@ def run_ingest(args, settings) -> int:
           f" + duplicates {total['duplicates']:,} + quarantined {total['quarantined']:,}")
     print(f"  positives {total['positives']:,} (CTR {total['positives'] / max(total['observations'], 1):.4f})")
     print(f"  quarantine: {settings.table_path('quarantine')}; runs: {settings.table_path('ingest_runs')}")
+    return 0
+
+
+def _run_stream(args, settings) -> int:
+    """``ctr ingest --stream``: the streaming ingest, to completion (--once) or until Ctrl-C."""
+    from feature_store.stream import StreamOptions, checkpoint_dir, labels_final_before, run_stream
+    from shared.errors import CommandError
+    from shared.spark import get_spark
+
+    if args.date or args.start or args.end:
+        raise CommandError("--stream follows the log folders: it takes no --date/--start/--end")
+    options = StreamOptions(attribution_window_hours=args.window_hours, lateness_minutes=args.lateness_minutes,
+                            max_files_per_trigger=args.max_files, trigger_seconds=args.trigger_seconds,
+                            once=args.once)
+    spark = get_spark(settings, "ctr-ingest-stream")
+    print(f"streaming ingest of {args.raw or settings.raw_dir} -> {settings.table_path('observations')} "
+          f"(checkpoint {checkpoint_dir(settings)}; {'until caught up' if args.once else 'Ctrl-C stops'})",
+          flush=True)
+    run = run_stream(spark, settings, options, raw_dir=args.raw, verbose=True)
+    final = labels_final_before(spark, settings)
+    print(f"\n{len(run.batches)} micro-batch(es) in {run.seconds:.1f}s: records read {run.total('records_read'):,}"
+          f" = observations {run.total('observations'):,} + duplicates {run.total('duplicates'):,}"
+          f" + quarantined {run.total('quarantined'):,}; labels updated {run.total('labels_updated'):,}")
+    print(f"  labels final for event_time <= {final:%Y-%m-%d %H:%M:%S}" if final else "  no label final yet")
+    print(f"  per-batch counts: {settings.table_path('stream_ingest_batches')}")
     return 0
 
 

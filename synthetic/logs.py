@@ -25,6 +25,7 @@ Output is a pure function of the config: the same config gives the same bytes.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -171,9 +172,14 @@ def _hour_path(base: Path, kind: str, hour_ms: int, suffix: str) -> Path:
 
 
 def _write_lines(path: Path, lines: list[bytes]) -> int:
+    """Write one log file whole: under a hidden temporary name, then renamed into place, so a
+    reader following the folder (``ctr ingest --stream``: Spark's file source skips names
+    starting with ``.``) only ever sees finished files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = b"\n".join(lines) + b"\n" if lines else b""
-    path.write_bytes(data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
     return len(data)
 
 
