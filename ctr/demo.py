@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from feature_store.aggregates import build_aggregates
@@ -123,8 +123,9 @@ def run(settings: Settings, days: int, per_day: int, seed: int) -> int:
 
 
 def monitor_served(spark, settings: Settings) -> str:
-    """Metrics, drift and alerts for every day the prediction log holds (the job also writes the
-    dashboards' export)."""
+    """Metrics, drift and alerts for every day the prediction log holds (the traffic's days:
+    the log files each prediction under its event time; the job also writes the dashboards'
+    export)."""
 
 
     days = sorted(date.fromisoformat(p.name.split("=", 1)[1]) for p in settings.predictions_dir.glob("date=*"))
@@ -132,16 +133,24 @@ def monitor_served(spark, settings: Settings) -> str:
     return " | ".join(s.line() for s in run.summaries.values())
 
 
+def _utc(t: datetime) -> str:
+    """An event time as ISO-8601 with its UTC offset (Spark hands timestamps back without one)."""
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+
+
 def score_day_over_http(spark, settings: Settings, day, batch: int = 100) -> str:
-    """Start the bidder endpoint on the champion, score every observation of ``day`` through
-    HTTP in batches (each prediction lands in the prediction log), stop it."""
+    """Start the bidder endpoint on the champion, replay every observation of ``day`` through
+    HTTP in batches, in event-time order, each record with its impression's own ``event_time``
+    (so the prediction log files it, and the monitor counts it, on ``day``, not on the day of
+    the replay), stop it."""
     import http.client
 
     import orjson
 
 
-    df, _ = read_window(spark, settings, Window(day, day + timedelta(days=1)), ["impression_id", *RAW_FIELD_NAMES])
-    rows = to_arrow(df).to_pylist()
+    df, _ = read_window(spark, settings, Window(day, day + timedelta(days=1)),
+                        ["impression_id", "event_time", *RAW_FIELD_NAMES])
+    rows = to_arrow(df.orderBy("event_time", "impression_id")).to_pylist()
     ctrs: list[float] = []
     latencies: list[float] = []
     with running_server(settings, ServeOptions(poll_seconds=3600)) as url:
@@ -150,7 +159,8 @@ def score_day_over_http(spark, settings: Settings, day, batch: int = 100) -> str
         for start in range(0, len(rows), batch):
             chunk = rows[start:start + batch]
             body = orjson.dumps({"request_id": f"demo-{day.isoformat()}-{start // batch}",
-                                 "records": [{"id": r.pop("impression_id"), "fields": r} for r in chunk]})
+                                 "records": [{"id": r.pop("impression_id"), "event_time": _utc(r.pop("event_time")),
+                                              "fields": r} for r in chunk]})
             t0 = time.perf_counter()
             conn.request("POST", "/v1/score", body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()

@@ -16,6 +16,24 @@ by hand). Bins come from the reference only:
 floored at :data:`PSI_FLOOR` so an empty bin costs a large but finite amount. Rules of
 thumb: < 0.1 stable, 0.1-0.2 moderate, > 0.2 a real shift.
 
+**Calendar fields** (:data:`CALENDAR_FIELDS`: ``day_of_week`` and ``hour_of_day``, the UTC
+weekday and hour of the event time) are compared with a comparable calendar window, not
+with the whole training window: a live day is one weekday, so its ``day_of_week`` is a
+single value by construction (against a Sunday-to-Wednesday reference a Saturday would
+score a PSI of ~17 however normal the traffic). The live day (the traffic's own date, see
+:mod:`monitoring.predictions`) is compared with the reference's rows of the *same weekday*:
+
+* ``day_of_week``: PSI is then 0 when the traffic's field agrees with its event time, and
+  measures a real defect otherwise (say, a client sending local instead of UTC weekdays).
+  When the reference has no row of that weekday there is nothing comparable: PSI is null,
+  ``reference_rows`` 0, and the reference label says so (the model never saw that weekday);
+* ``hour_of_day``: the day's hourly profile against the same weekday's, or, when the
+  reference has no such weekday, against every reference day's (the hourly profile of
+  traffic is a time-of-day pattern; the label says which).
+
+Their bins are every value the comparable reference holds (24 hours at most), then
+``__other__`` and ``__missing__``; the ``reference`` column names the window compared.
+
 **Parameter drift.** Between consecutive registered versions (their plain model
 directories): L2 size of the weight change (absolute and relative to the older
 weights), the intercept change, the share of non-zero weights that appeared or
@@ -29,6 +47,7 @@ weights are compared feature name by feature name over the names the sample prod
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import math
@@ -61,6 +80,11 @@ def field_kind(dtype: str) -> str:
 
 
 FIELD_KINDS = {f.name: field_kind(f.dtype) for f in RAW_FIELDS}
+
+#: Raw fields computed from the event time (``shared.openrtb.impression_fields``), each with
+#: whether the event's date alone fixes it (the weekday does; the hour varies within a day).
+CALENDAR_FIELDS: dict[str, bool] = {"day_of_week": True, "hour_of_day": False}
+assert set(CALENDAR_FIELDS) <= set(FIELD_KINDS)
 
 
 def psi(reference_counts: Sequence[float], live_counts: Sequence[float], floor: float = PSI_FLOOR) -> float:
@@ -101,22 +125,26 @@ class FieldProfile:
 
 @dataclass
 class ReferenceProfile:
-    """The binned distribution of every field over a reference window."""
+    """The binned distribution of every field over a reference window, and the calendar
+    fields' value counts per weekday (``calendar[field][weekday][value]``, weekday "0" =
+    Monday, of each row's date) for comparing like with like."""
 
     label: str  # "observations@v3 [2026-11-01, 2026-11-05)"
     rows: int
     fields: dict[str, FieldProfile]
+    calendar: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The profile as JSON, keys sorted."""
-        return json.dumps({"label": self.label, "rows": self.rows,
+        return json.dumps({"label": self.label, "rows": self.rows, "calendar": self.calendar,
                            "fields": {k: asdict(v) for k, v in self.fields.items()}}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ReferenceProfile":
         """Inverse of :meth:`to_json`."""
         d = json.loads(text)
-        return cls(d["label"], int(d["rows"]), {k: FieldProfile(**v) for k, v in d["fields"].items()})
+        return cls(d["label"], int(d["rows"]), {k: FieldProfile(**v) for k, v in d["fields"].items()},
+                   d.get("calendar", {}))
 
 
 def numeric_labels(edges: Sequence[float]) -> list[str]:
@@ -178,7 +206,8 @@ def build_reference_profile(spark: "SparkSession", settings: Settings, window: W
         version = resolve_version(spark, path, delta_version)
     except ValueError:  # that version was vacuumed or never existed: the latest is the best we have
         version = resolve_version(spark, path, None)
-    key = hashlib.sha256(json.dumps([path, version, str(window), fields, top_k, numeric_bins]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([path, version, str(window), fields, top_k, numeric_bins, "calendar-1"]
+                                    ).encode()).hexdigest()
     cache = settings.home / "monitoring" / "reference_profiles" / f"{key[:24]}.json"
     if cache.is_file():
         return ReferenceProfile.from_json(cache.read_text())
@@ -223,7 +252,15 @@ def build_reference_profile(spark: "SparkSession", settings: Settings, window: W
             other = totals[f] - sum(values[v] for v in top) - missing
             profiles[f] = FieldProfile(FIELD_KINDS[f], top + [OTHER, MISSING],
                                        [values[v] for v in top] + [other, missing])
-    profile = ReferenceProfile(reference_label(table, version, window), rows, profiles)
+    by_weekday: dict[str, dict[str, dict[str, int]]] = {}
+    cal = [f for f in fields if f in CALENDAR_FIELDS]
+    if cal:
+        dated = df.withColumn("_weekday", F.weekday(F.col("date")).cast("string"))
+        long = _long_format(dated, cal, lambda f: F.col(f).cast("string"), keep=("_weekday",))
+        by_weekday = {f: {} for f in cal}
+        for r in long.groupBy("_weekday", "field", "value").count().collect():
+            by_weekday[r.field].setdefault(r._weekday, {})[r.value] = int(r["count"])
+    profile = ReferenceProfile(reference_label(table, version, window), rows, profiles, by_weekday)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(profile.to_json())
     return profile
@@ -232,7 +269,8 @@ def build_reference_profile(spark: "SparkSession", settings: Settings, window: W
 def live_counts(preds: "DataFrame", profile: ReferenceProfile, versions: Sequence[str] | None = None
                 ) -> dict[tuple[str, str], dict[str, dict[str, int]]]:
     """{(model_version, log_date): {field: {bin: count}}} of the valid predictions in ``preds``
-    (:func:`monitoring.predictions.read_predictions`), binned with ``profile``'s bins."""
+    (:func:`monitoring.predictions.read_predictions`), binned with ``profile``'s bins; the
+    calendar fields' raw values are kept (:func:`drift_rows` bins them per day)."""
     from pyspark.sql import functions as F
 
     df = preds.filter(F.col("reason").isNull())
@@ -250,7 +288,8 @@ def live_counts(preds: "DataFrame", profile: ReferenceProfile, versions: Sequenc
         return raw
 
     long = _long_format(df, fields, value_of, keep=("model_version", "log_date"))
-    cats = {f: p.categories for f, p in profile.fields.items() if p.kind != "numeric"}
+    cats = {f: p.categories for f, p in profile.fields.items()
+            if p.kind != "numeric" and not (f in CALENDAR_FIELDS and f in profile.calendar)}
     binned = F.col("value")
     for f, values in cats.items():
         binned = F.when((F.col("field") == f) & (F.col("value") != MISSING) & ~F.col("value").isin(values),
@@ -261,23 +300,60 @@ def live_counts(preds: "DataFrame", profile: ReferenceProfile, versions: Sequenc
     return out
 
 
+def _value_order(v: str) -> tuple:
+    return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
+
+
+def calendar_reference(profile: ReferenceProfile, name: str, day: date) -> tuple[list[str], list[int], str]:
+    """(bins, reference counts, reference label) of calendar field ``name`` for the live day
+    ``day``: the reference's rows of the same weekday; for a field the date does not fix
+    (the hour), every reference row when the reference has no such weekday. Empty counts:
+    nothing comparable."""
+    by_weekday = profile.calendar[name]
+    weekday = calendar.day_name[day.weekday()]
+    same = by_weekday.get(str(day.weekday()), {})
+    if same:
+        counts, note = same, f"same weekday ({weekday})"
+    elif not CALENDAR_FIELDS[name]:
+        counts = {}
+        for per_value in by_weekday.values():
+            for v, c in per_value.items():
+                counts[v] = counts.get(v, 0) + c
+        note = f"all weekdays (no {weekday} in the reference)"
+    else:
+        counts, note = {}, f"no {weekday} in the reference: not compared"
+    bins = sorted((v for v in counts if v not in (MISSING, OTHER)), key=_value_order) + [OTHER, MISSING]
+    return bins, [counts.get(b, 0) for b in bins], f"{profile.label} {note}"
+
+
 def drift_rows(profile: ReferenceProfile, counts: Mapping[tuple[str, str], Mapping[str, Mapping[str, int]]],
                run_id: str, computed_at: datetime) -> list[dict[str, Any]]:
-    """feature_drift rows (one per version x day x field) from :func:`live_counts`."""
+    """feature_drift rows (one per version x day x field) from :func:`live_counts`; calendar
+    fields against the day's comparable calendar window (:func:`calendar_reference`)."""
     rows = []
     for (version, day), by_field in sorted(counts.items()):
         start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
         for f, prof in profile.fields.items():
             live = by_field.get(f, {})
-            live_vec = [live.get(b, 0) for b in prof.bins]
-            ref_total, live_total = sum(prof.counts), sum(live_vec)
+            bins, ref_counts, label, ref_rows = prof.bins, prof.counts, profile.label, profile.rows
+            if f in CALENDAR_FIELDS and f in profile.calendar:
+                bins, ref_counts, label = calendar_reference(profile, f, start.date())
+                ref_rows = sum(ref_counts)  # one value per row: the comparable window's rows
+                known = set(bins)
+                binned: dict[str, int] = {}
+                for v, c in live.items():
+                    b = v if v in known else OTHER
+                    binned[b] = binned.get(b, 0) + c
+                live = binned
+            live_vec = [live.get(b, 0) for b in bins]
+            ref_total, live_total = sum(ref_counts), sum(live_vec)
             rows.append({
                 "model_version": version, "window": "day", "window_start": start,
                 "window_end": start + timedelta(days=1), "field": f, "kind": prof.kind,
-                "psi": None if ref_total == 0 or live_total == 0 else psi(prof.counts, live_vec),
-                "reference": profile.label, "reference_rows": profile.rows, "live_rows": live_total,
-                "bins": prof.bins,
-                "reference_share": [c / ref_total if ref_total else 0.0 for c in prof.counts],
+                "psi": None if ref_total == 0 or live_total == 0 else psi(ref_counts, live_vec),
+                "reference": label, "reference_rows": ref_rows,
+                "live_rows": live_total, "bins": bins,
+                "reference_share": [c / ref_total if ref_total else 0.0 for c in ref_counts],
                 "live_share": [c / live_total if live_total else 0.0 for c in live_vec],
                 "run_id": run_id, "computed_at": computed_at, "date": date.fromisoformat(day),
             })

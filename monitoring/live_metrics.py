@@ -17,13 +17,15 @@ For the logging days asked for, the job
 4. marks a window ``mature`` only when every label in it is final: a labelled
    prediction's label is final once ``event_time + attribution window`` lies behind both
    ``as_of`` and the clicks ingested for the observation's day (:func:`label_horizons`,
-   from ``ingest_runs``); an unlabelled prediction's once ``ts + attribution window`` lies
+   from ``ingest_runs``); an unlabelled prediction's once its event time + attribution window lies
    behind both ``as_of`` and the newest clicks ingested for any day;
 5. returns the rows as Arrow; :func:`monitoring.job.monitor_days` writes them, replacing
    the days' partitions in one commit.
 
-Windows are the prediction's receipt time (``ts``), so a day's windows are exactly the
-rows of that day's log folder.
+Windows are the prediction's *event time* (``ts`` of :func:`monitoring.predictions.read_predictions`:
+the impression's own time when the request gave one, else the receipt time), so the days and
+hours are the traffic's, a replay of last week's impressions counts on last week's days, and
+a day's windows are exactly the rows of that day's log folder.
 """
 
 from __future__ import annotations

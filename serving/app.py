@@ -54,7 +54,13 @@ the candidates of one auction into one request.
   produces), one or up to {schemas.MAX_BATCH} per request.
 * `POST /v1/openrtb` takes the exchange's OpenRTB 2.6 BidRequest unchanged (unknown fields and
   extensions are ignored), optionally wrapped with candidate ads; the mapping to raw fields is the
-  one the warehouse uses for training, with the event time set to the receipt time (UTC).
+  one the warehouse uses for training, with the event time set to the receipt time (UTC), or to the
+  wrapper's `event_time` when given (OpenRTB 2.6 has no event time of its own).
+
+**Event time.** Every prediction is logged with its receipt time (`received_at`) and its event
+time (`event_time`): the optional `event_time` of the request or record (ISO-8601 with a UTC offset,
+or epoch seconds), else the receipt time. The monitor counts predictions on the event time's day
+and hour, so a replay or backfill of logged impressions should send their own times.
 
 **Versions.** Every response names the model version and feature-spec fingerprint that scored
 *all* of its predictions. The server follows a registry alias and swaps versions atomically.
@@ -158,19 +164,24 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _score_payload(st: ServingState, scorer: Scorer, body: bytes, received: float) -> tuple[dict, int]:
-    request_id, ids, fields = parse_score_body(body, st.max_batch)
-    ctrs = _score(scorer, fields)
-    request_id = request_id or uuid.uuid4().hex
+    parsed = parse_score_body(body, st.max_batch)
+    ctrs = _score(scorer, parsed.fields)
+    request_id = parsed.request_id or uuid.uuid4().hex
     if st.predlog is not None:
-        st.predlog.submit_request(received, request_id, "score", scorer.version, ctrs, body)
+        event_time = received if parsed.event_time is None else parsed.event_time
+        event_times = None if parsed.event_times is None else [
+            event_time if t is None else t for t in parsed.event_times]
+        st.predlog.submit_request(received, request_id, "score", scorer.version, ctrs, body,
+                                  event_time=event_time, event_times=event_times)
     payload = _stamp(scorer, request_id)
-    payload["predictions"] = [{"id": i, "ctr": c} for i, c in zip(ids, ctrs)]
+    payload["predictions"] = [{"id": i, "ctr": c} for i, c in zip(parsed.ids, ctrs)]
     return payload, len(ctrs)
 
 
 def _openrtb_payload(st: ServingState, scorer: Scorer, body: bytes, received: float) -> tuple[dict, int]:
-    bid_request, imps, ads = parse_openrtb_body(body, st.max_batch)
-    fields = openrtb_fields(bid_request, imps, ads, datetime.fromtimestamp(received, timezone.utc))
+    bid_request, imps, ads, given_time = parse_openrtb_body(body, st.max_batch)
+    event_time = received if given_time is None else given_time
+    fields = openrtb_fields(bid_request, imps, ads, datetime.fromtimestamp(event_time, timezone.utc))
     ctrs = _score(scorer, fields)
     request_id = bid_request["id"]
     imp_ids = [imp["id"] for imp in imps]
@@ -192,7 +203,8 @@ def _openrtb_payload(st: ServingState, scorer: Scorer, body: bytes, received: fl
         log_ids = [i for i in imp_ids for _ in range(k)]
         ad_index = list(range(k)) * len(imp_ids)
     if st.predlog is not None:
-        st.predlog.submit(received, request_id, "openrtb", scorer.version, log_ids, ctrs, fields, ad_index)
+        st.predlog.submit(received, request_id, "openrtb", scorer.version, log_ids, ctrs, fields, ad_index,
+                          event_time=event_time)
     return payload, len(ctrs)
 
 

@@ -8,19 +8,20 @@ with an HTTP status, a stable ``kind`` and a message naming the JSON path at fau
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from serving.schemas import MAX_ID_CHARS
+from serving.schemas import EVENT_TIME_MAX, EVENT_TIME_MIN, MAX_ID_CHARS
 from shared.errors import CtrError
 from shared.openrtb import AD_KEYS, MappingError, impression_fields, request_impressions
 
-SCORE_KEYS = frozenset({"request_id", "records"})
-RECORD_KEYS = frozenset({"id", "fields"})
-ENVELOPE_KEYS = frozenset({"bid_request", "ads"})
+SCORE_KEYS = frozenset({"request_id", "event_time", "records"})
+RECORD_KEYS = frozenset({"id", "event_time", "fields"})
+ENVELOPE_KEYS = frozenset({"bid_request", "ads", "event_time"})
 AD_KEY_SET = frozenset(AD_KEYS)
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
                bool: "boolean", type(None): "null"}
@@ -98,11 +99,50 @@ def _opt_id(value: Any, where: str) -> str | None:
     return value
 
 
-def parse_score_body(body: bytes, max_batch: int) -> tuple[str | None, list[str | None], list[dict[str, Any]]]:
-    """(request_id, record ids, field dicts) of a ``/v1/score`` body."""
+def parse_event_time(value: Any, where: str) -> float | None:
+    """An event time (``serving.schemas.EventTime``) as epoch seconds: an ISO-8601 string with
+    a UTC offset, or a number of epoch seconds, within [2000-01-01, 2100-01-01) UTC; None
+    stays None. :class:`ApiError` 422 otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            raise ApiError(422, "bad_value", f"{where} is not an ISO-8601 date-time: {value[:64]!r}") from None
+        if t.tzinfo is None:
+            raise ApiError(422, "bad_value", f"{where} has no UTC offset: {value[:64]!r} (write e.g. "
+                                             f"'2026-11-07T14:03:21Z' or '...+01:00')")
+        seconds = t.timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ApiError(422, "bad_value", f"{where} is not a finite number")
+    else:
+        raise ApiError(422, "wrong_type", f"{where} must be an ISO-8601 string or epoch seconds, "
+                                          f"got {json_type(value)}")
+    if not EVENT_TIME_MIN <= seconds < EVENT_TIME_MAX:
+        raise ApiError(422, "bad_value", f"{where} is outside 2000-01-01 .. 2100-01-01 UTC ({value!r}; epoch "
+                                         f"times are in seconds, not milliseconds)")
+    return seconds
+
+
+class ScoreBody(NamedTuple):
+    """A parsed ``/v1/score`` body."""
+
+    request_id: str | None
+    ids: list[str | None]
+    fields: list[dict[str, Any]]
+    event_time: float | None  # the request's event time (epoch seconds), if given
+    event_times: list[float | None] | None  # each record's own event time; None when no record gives one
+
+
+def parse_score_body(body: bytes, max_batch: int) -> ScoreBody:
+    """The request id, record ids, field dicts and event times of a ``/v1/score`` body."""
     obj = load_json_object(body, "ScoreRequest")
     _unknown(obj, SCORE_KEYS, "request body")
     request_id = _opt_id(obj.get("request_id"), "request_id")
+    event_time = parse_event_time(obj.get("event_time"), "event_time")
     records = obj.get("records")
     if records is None:
         raise ApiError(422, "missing_field", "missing required field 'records' (a list of {id, fields} objects)")
@@ -114,6 +154,7 @@ def parse_score_body(body: bytes, max_batch: int) -> tuple[str | None, list[str 
         raise ApiError(413, "too_large", f"batch of {len(records)} records exceeds the maximum of {max_batch}")
     ids: list[str | None] = []
     fields: list[dict[str, Any]] = []
+    event_times: list[float | None] | None = None
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise ApiError(422, "wrong_type", f"records[{i}] must be an object, got {json_type(rec)}")
@@ -128,7 +169,14 @@ def parse_score_body(body: bytes, max_batch: int) -> tuple[str | None, list[str 
         ids.append(rid if rid is None or (type(rid) is str and len(rid) <= MAX_ID_CHARS)
                    else _opt_id(rid, f"records[{i}].id"))
         fields.append(f)
-    return request_id, ids, fields
+        t = rec.get("event_time")
+        if t is not None:
+            if event_times is None:
+                event_times = [None] * i
+            event_times.append(parse_event_time(t, f"records[{i}].event_time"))
+        elif event_times is not None:
+            event_times.append(None)
+    return ScoreBody(request_id, ids, fields, event_time, event_times)
 
 
 def _mapping_error(exc: MappingError, where: str = "") -> ApiError:
@@ -136,11 +184,16 @@ def _mapping_error(exc: MappingError, where: str = "") -> ApiError:
     return ApiError(422, kind, f"{where}{exc}")
 
 
-def parse_openrtb_body(body: bytes, max_batch: int) -> tuple[dict[str, Any], list, list[dict[str, Any]] | None]:
-    """(bid request, its imps, candidate ads or None) of a ``/v1/openrtb`` body: a bare
-    BidRequest, or ``{"bid_request": ..., "ads": [...]}``."""
-    obj = load_json_object(body, "BidRequest or {bid_request, ads}")
+def parse_openrtb_body(body: bytes, max_batch: int
+                       ) -> tuple[dict[str, Any], list, list[dict[str, Any]] | None, float | None]:
+    """(bid request, its imps, candidate ads or None, event time or None) of a ``/v1/openrtb``
+    body: a bare BidRequest, or ``{"bid_request": ..., "ads": [...], "event_time": ...}``.
+
+    OpenRTB 2.6 carries no event time in the BidRequest: only the envelope can give one
+    (epoch seconds here); a bare BidRequest is always taken at its receipt time."""
+    obj = load_json_object(body, "BidRequest or {bid_request, ads, event_time}")
     ads = None
+    event_time = None
     if "bid_request" in obj:
         _unknown(obj, ENVELOPE_KEYS, "request body")
         request = obj["bid_request"]
@@ -155,6 +208,7 @@ def parse_openrtb_body(body: bytes, max_batch: int) -> tuple[dict[str, Any], lis
                     raise ApiError(422, "wrong_type", f"ads[{j}] must be an object, got {json_type(ad)}")
                 _unknown(ad, AD_KEY_SET, f"ads[{j}]")
             ads = raw_ads or None
+        event_time = parse_event_time(obj.get("event_time"), "event_time")
         where = "bid_request."
     else:
         request, where = obj, ""
@@ -177,7 +231,7 @@ def parse_openrtb_body(body: bytes, max_batch: int) -> tuple[dict[str, Any], lis
             raise ApiError(422, "missing_field", f"{where}imp[{i}].id is missing (OpenRTB requires Imp.id)")
         if not isinstance(imp_id, str):
             raise ApiError(422, "wrong_type", f"{where}imp[{i}].id must be a string, got {json_type(imp_id)}")
-    return request, imps, ads
+    return request, imps, ads, event_time
 
 
 def openrtb_fields(request: dict[str, Any], imps: list, ads: list | None, event_time: datetime

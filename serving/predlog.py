@@ -1,10 +1,14 @@
 """The prediction log: every scored impression, appended to hourly JSON-lines files.
 
-Layout: ``<predictions_dir>/date=YYYY-MM-DD/hour=HH.jsonl`` (UTC hour of the request's
-receipt time). Two kinds of line. ``/v1/openrtb`` writes one line per scored impression
-(per impression x candidate ad with candidates)::
+Layout: ``<predictions_dir>/date=YYYY-MM-DD/hour=HH.jsonl``, the UTC hour of the
+prediction's *event time*: the impression's own time when the request gives one
+(``event_time``, see :mod:`serving.schemas`), else the receipt time. So a day's folder
+holds that day's traffic, whenever it was scored (a replay of last week's impressions
+lands in last week's folders). Two kinds of line. ``/v1/openrtb`` writes one line per
+scored impression (per impression x candidate ad with candidates)::
 
-    {"ts": "2026-11-21T06:01:02.345Z",   receipt time, UTC, milliseconds
+    {"received_at": "2026-11-21T06:01:02.345Z",  receipt time, UTC, milliseconds
+     "event_time": "2026-11-21T06:01:02.345Z",   the envelope's event_time, else the receipt time
      "request_id": "...",                 the request's id (BidRequest.id, or given / generated)
      "impression_id": "...",              the record's id / imp.id (null when not given)
      "ad_index": 0,                       only for /v1/openrtb with candidate ads
@@ -16,13 +20,23 @@ receipt time). Two kinds of line. ``/v1/openrtb`` writes one line per scored imp
 ``/v1/score`` writes one line per request, with the request body exactly as it was
 received (JSON whitespace newlines blanked) and the CTR of each of its records in order::
 
-    {"ts": ..., "request_id": ..., "endpoint": "score", "model_version": "3",
+    {"received_at": ..., "event_time": ...,   the request's event_time, else the receipt time
+     "request_id": ..., "endpoint": "score", "model_version": "3",
      "ctrs": [0.0123, ...],               ctrs[i] is the prediction for request.records[i]
+     "event_times": [...],                only when a record gives its own event_time: each
+                                          record's event time (its own, else the request's)
      "request": {"records": [{"id": ..., "fields": {...}}, ...], ...}}
 
 so the bidder never re-serialises what the client already serialised (why: docs/serving.md).
-:func:`expand_line` turns
-either kind into per-impression rows; ``monitoring.predictions`` does the same in Spark.
+Event times are written normalised (UTC, milliseconds, ``Z``) whatever form the request
+used. A request whose records' event times fall on several UTC dates is written, the same
+line, to each of those dates' folders; a reader keeps from a request line only the records
+of the folder's date (:func:`expand_line` with ``day``; ``monitoring.predictions``).
+Lines written before event times were logged carry one ``ts`` (the receipt time) instead
+of ``received_at`` and ``event_time``; readers take it for both.
+
+:func:`expand_line` turns either kind into per-impression rows; ``monitoring.predictions``
+does the same in Spark.
 
 The request handler only appends one tuple per request to a bounded in-memory queue
 (capacity counted in records) and never waits: a request whose records do not fit is
@@ -55,7 +69,7 @@ YIELD_EVERY = 64  # records serialised between GIL hand-backs
 
 
 def hour_path(root: Path, ts: float) -> Path:
-    """The hourly file a line received at ``ts`` goes to: ``date=YYYY-MM-DD/hour=HH.jsonl``."""
+    """The hourly file of a line whose event time is ``ts``: ``date=YYYY-MM-DD/hour=HH.jsonl``."""
     t = datetime.fromtimestamp(ts, timezone.utc)
     return root / f"date={t:%Y-%m-%d}" / f"hour={t:%H}.jsonl"
 
@@ -63,6 +77,18 @@ def hour_path(root: Path, ts: float) -> Path:
 def _iso_ms(ts: float) -> str:
     t = datetime.fromtimestamp(ts, timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _date_targets(root: Path, event_times: Sequence[float]) -> list[tuple[Path, int]]:
+    """(hourly file, records) per UTC date of ``event_times``: each date's file is the hour
+    of its first record."""
+    first: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for t in event_times:
+        day = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
+        first.setdefault(day, t)
+        count[day] = count.get(day, 0) + 1
+    return [(hour_path(root, first[d]), count[d]) for d in first]
 
 
 class PredictionLog:
@@ -94,18 +120,28 @@ class PredictionLog:
             self._thread = threading.Thread(target=self._run, name="ctr-prediction-log", daemon=True)
             self._thread.start()
 
-    def submit(self, ts: float, request_id: str, endpoint: str, model_version: str,
+    def submit(self, received: float, request_id: str, endpoint: str, model_version: str,
                ids: Sequence[Any], ctrs: Sequence[float], fields: Sequence[Any],
-               ad_index: Sequence[int] | None = None) -> bool:
-        """Queue one request's scored records, one line each; False (and counted) when they
-        do not fit."""
-        return self._put((ts, request_id, endpoint, model_version, ids, ctrs, fields, ad_index), len(ctrs))
+               ad_index: Sequence[int] | None = None, *, event_time: float | None = None) -> bool:
+        """Queue one request's scored records, one line each, received at ``received`` (epoch
+        seconds) with the event time ``event_time`` (default: ``received``); False (and
+        counted) when they do not fit."""
+        et = received if event_time is None else event_time
+        return self._put((received, et, None, request_id, endpoint, model_version, ids, ctrs, fields, ad_index),
+                         len(ctrs))
 
-    def submit_request(self, ts: float, request_id: str, endpoint: str, model_version: str,
-                       ctrs: Sequence[float], body: bytes) -> bool:
+    def submit_request(self, received: float, request_id: str, endpoint: str, model_version: str,
+                       ctrs: Sequence[float], body: bytes, *, event_time: float | None = None,
+                       event_times: Sequence[float] | None = None) -> bool:
         """Queue one request logged with its raw JSON ``body`` (whose ``records[i]`` got
-        ``ctrs[i]``); False (and counted) when its records do not fit."""
-        return self._put((ts, request_id, endpoint, model_version, None, ctrs, body, None), len(ctrs))
+        ``ctrs[i]``), received at ``received``, with the request's event time (default:
+        ``received``) and, when records carry their own, every record's (``event_times[i]``);
+        False (and counted) when its records do not fit."""
+        if event_times is not None and len(event_times) != len(ctrs):
+            raise ValueError(f"{len(event_times)} event times for {len(ctrs)} records")
+        et = received if event_time is None else event_time
+        return self._put((received, et, event_times, request_id, endpoint, model_version, None, ctrs, body, None),
+                         len(ctrs))
 
     def _put(self, item: tuple, n: int) -> bool:
         with self._cond:
@@ -145,30 +181,42 @@ class PredictionLog:
         records_in: dict[Path, int] = {}  # records per file (a request line holds several)
         dumps = orjson.dumps
         done = 0
-        for ts, request_id, endpoint, version, ids, ctrs, fields, ad_index in batch:
-            iso = _iso_ms(ts)
-            path = hour_path(self.root, ts)
-            lines = by_file.setdefault(path, [])
-            records_in[path] = records_in.get(path, 0) + len(ctrs)
+        for received, event_time, event_times, request_id, endpoint, version, ids, ctrs, fields, ad_index in batch:
+            head = b'{"received_at":"' + _iso_ms(received).encode() + b'","event_time":"' + \
+                _iso_ms(event_time).encode() + b'"'
             if ids is None:  # a request line: ``fields`` is the raw body (JSON: a literal
                 # newline byte can only be whitespace there, so blanking it keeps the meaning)
-                lines.append(b"".join((
-                    b'{"ts":"', iso.encode(), b'","request_id":', dumps(request_id), b',"endpoint":',
-                    dumps(endpoint), b',"model_version":', dumps(version), b',"ctrs":', dumps(ctrs),
-                    b',"request":', fields.replace(b"\n", b" ").replace(b"\r", b" "), b"}")))
+                times = b""
+                if event_times is None:
+                    targets = [(hour_path(self.root, event_time), len(ctrs))]
+                else:
+                    times = b',"event_times":' + dumps([_iso_ms(t) for t in event_times])
+                    targets = _date_targets(self.root, event_times)
+                line = b"".join((
+                    head, b',"request_id":', dumps(request_id), b',"endpoint":',
+                    dumps(endpoint), b',"model_version":', dumps(version), b',"ctrs":', dumps(ctrs), times,
+                    b',"request":', fields.replace(b"\n", b" ").replace(b"\r", b" "), b"}"))
+                for path, n in targets:
+                    by_file.setdefault(path, []).append(line)
+                    records_in[path] = records_in.get(path, 0) + n
             else:
+                path = hour_path(self.root, event_time)
+                lines = by_file.setdefault(path, [])
+                records_in[path] = records_in.get(path, 0) + len(ctrs)
+                prefix = head + b',"request_id":' + dumps(request_id) + b',"impression_id":'
                 for j, ctr in enumerate(ctrs):
-                    rec = {"ts": iso, "request_id": request_id, "impression_id": ids[j]}
+                    rec: dict[str, Any] = {}
                     if ad_index is not None:
                         rec["ad_index"] = ad_index[j]
                     rec.update(endpoint=endpoint, model_version=version, ctr=ctr, fields=fields[j])
                     try:
-                        lines.append(dumps(rec))
+                        tail = dumps(rec)
                     except TypeError as exc:  # a value orjson cannot encode: keep the line, lose the fields
                         rec["fields"] = None
                         rec["fields_error"] = str(exc)
-                        lines.append(dumps(rec))
-                done += len(ctrs)
+                        tail = dumps(rec)
+                    lines.append(prefix + dumps(ids[j]) + b"," + tail[1:])
+            done += len(ctrs)
             if done >= YIELD_EVERY:  # let the event loop have the GIL between chunks
                 done = 0
                 time.sleep(0)
@@ -212,13 +260,26 @@ class PredictionLog:
                 self._write(batch)
 
 
-def expand_line(row: dict[str, Any]) -> list[dict[str, Any]]:
+def _row_times(row: dict[str, Any]) -> tuple[Any, Any]:
+    """(received_at, event_time) of a parsed line; an old line's ``ts`` stands for both."""
+    ts = row.get("ts")
+    return row.get("received_at", ts), row.get("event_time", ts)
+
+
+def expand_line(row: dict[str, Any], day: str | None = None) -> list[dict[str, Any]]:
     """Per-impression rows of one parsed log line (either kind), in the per-impression
-    line's shape: ``ts, request_id, impression_id, [ad_index,] endpoint, model_version,
-    ctr, fields``."""
+    line's shape: ``received_at, event_time, request_id, impression_id, [ad_index,] endpoint,
+    model_version, ctr, fields`` (an old line's ``ts`` gives both times). With ``day``
+    (``YYYY-MM-DD``, the folder the line was read from), only the records whose event time
+    falls on that UTC date: a request spanning several dates is logged in each of them."""
+    received, event = _row_times(row)
     if "ctrs" not in row:
-        return [row]
-    head = {"ts": row["ts"], "request_id": row["request_id"]}
+        out = {"received_at": received, "event_time": event,
+               **{k: v for k, v in row.items() if k not in ("ts", "received_at", "event_time")}}
+        return [out] if day is None or event is None or str(event)[:10] == day else []
+    head = {"received_at": received, "request_id": row["request_id"]}
     tail = {"endpoint": row["endpoint"], "model_version": row["model_version"]}
-    return [{**head, "impression_id": rec.get("id"), **tail, "ctr": ctr, "fields": rec.get("fields")}
-            for rec, ctr in zip(row["request"]["records"], row["ctrs"])]
+    times = row.get("event_times") or [event] * len(row["ctrs"])
+    return [{**head, "event_time": t, "impression_id": rec.get("id"), **tail, "ctr": ctr, "fields": rec.get("fields")}
+            for rec, ctr, t in zip(row["request"]["records"], row["ctrs"], times)
+            if day is None or t is None or str(t)[:10] == day]

@@ -8,18 +8,33 @@ models directly.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.openrtb import AD_KEYS, RAW_FIELDS
 
 MAX_BATCH = 1000
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_ID_CHARS = 256
+# Event times are accepted from 2000-01-01 to 2100-01-01 (UTC), as epoch seconds [MIN, MAX):
+# anything else is a unit mistake (milliseconds sent as seconds) or a broken clock.
+EVENT_TIME_MIN = 946_684_800.0
+EVENT_TIME_MAX = 4_102_444_800.0
 
 Scalar = Union[str, int, float, bool, None]
 FieldValue = Union[Scalar, list[Scalar]]
+
+#: An event time: an ISO-8601 / RFC 3339 date-time *with* a UTC offset (``2026-11-07T14:03:21.5Z``,
+#: ``...+01:00``) or a number of seconds since the Unix epoch (``1794060201.5``).
+EventTime = Union[AwareDatetime, Annotated[float, Field(ge=EVENT_TIME_MIN, lt=EVENT_TIME_MAX)]]
+
+EVENT_TIME_DOC = (
+    "When the impression happened: an ISO-8601 date-time with a UTC offset (e.g. `2026-11-07T14:03:21.5Z`) "
+    "or seconds since the Unix epoch, between 2000-01-01 and 2100-01-01 UTC. The prediction log files the "
+    "prediction under this time (`event_time`, next to the receipt time `received_at`), so the monitor "
+    "counts it on the traffic's own day and hour: send it when you replay or backfill logged impressions. "
+    "Absent: the receipt time.")
 
 _FIELD_DOC = "\n".join(f"* `{f.name}` ({f.dtype}): {f.doc}" for f in RAW_FIELDS)
 
@@ -57,6 +72,11 @@ class ScoreRecord(BaseModel):
 
     id: str | None = Field(None, max_length=MAX_ID_CHARS,
                            description="Your id for the impression (echoed back and logged), e.g. imp.id.")
+    event_time: EventTime | None = Field(
+        None, description=EVENT_TIME_DOC + " Overrides the request's `event_time` for this record. It does not "
+                                           "change the score: the calendar features are the record's "
+                                           "`hour_of_day` and `day_of_week` fields.",
+        examples=["2026-11-07T14:03:21.500Z"])
     fields: dict[str, FieldValue] = Field(
         description=(
             "Raw feature fields, exactly as `shared.openrtb.impression_fields` produces them. "
@@ -74,12 +94,16 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [
             {"request_id": "r-1", "records": [{"id": "imp-1", "fields": EXAMPLE_FIELDS}]},
+            {"request_id": "replay-1", "event_time": "2026-11-07T14:03:21.500Z",
+             "records": [{"id": "imp-1", "fields": EXAMPLE_FIELDS}]},
             {"records": [{"id": "a", "fields": EXAMPLE_FIELDS},
                          {"id": "b", "fields": {**EXAMPLE_FIELDS, "creative_id": "7908082"}}]},
         ]})
 
     request_id: str | None = Field(None, max_length=MAX_ID_CHARS,
                                    description="Your id for the request; one is generated when absent.")
+    event_time: EventTime | None = Field(
+        None, description=EVENT_TIME_DOC + " Applies to every record without its own `event_time`.")
     records: list[ScoreRecord] = Field(min_length=1, max_length=MAX_BATCH,
                                        description=f"1 to {MAX_BATCH} records, scored in order.")
 
@@ -119,7 +143,8 @@ class CandidateAd(BaseModel):
 
 
 class OpenRtbEnvelope(BaseModel):
-    """A bid request with candidate ads: every impression is scored with every ad."""
+    """A bid request with candidate ads (every impression is scored with every ad), and
+    optionally the event time of the impressions (for a replay of logged bid requests)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"bid_request": EXAMPLE_BID_REQUEST, "ads": EXAMPLE_ADS}]})
@@ -128,6 +153,13 @@ class OpenRtbEnvelope(BaseModel):
     ads: list[CandidateAd] = Field(default_factory=list, max_length=MAX_BATCH,
                                    description=f"Candidate ads (keys: {', '.join(AD_KEYS)}); "
                                                f"impressions x ads may not exceed {MAX_BATCH}.")
+    event_time: EventTime | None = Field(
+        None, description=(
+            "OpenRTB 2.6 has no event time in the BidRequest, so it goes here, next to it. "
+            + EVENT_TIME_DOC + " Unlike `/v1/score`, it also sets the calendar features (`hour_of_day`, "
+            "`day_of_week`), as the warehouse does with a logged impression's timestamp. A bare BidRequest "
+            "is always scored and logged at its receipt time."),
+        examples=["2026-11-07T14:03:21.500Z"])
 
 
 class BidRequest(BaseModel):

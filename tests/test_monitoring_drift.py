@@ -33,6 +33,45 @@ def test_numeric_bin_labels():
     assert numeric_labels([]) == ["all"]
 
 
+def test_calendar_fields_against_the_same_weekday():
+    """A live day is one weekday: day_of_week and hour_of_day are compared with the reference's
+    rows of that weekday (hours: every day's when the weekday is absent), never with the whole
+    multi-day window (where a Saturday scores PSI ~17 against Sunday..Wednesday)."""
+    from datetime import datetime, timezone
+
+    from monitoring.drift import FieldProfile, ReferenceProfile, drift_rows
+    from monitoring.tables import MISSING, OTHER
+
+    weekdays = ["6", "0", "1", "2"]  # Sunday..Wednesday, 24 rows each, one per hour
+    cal = {"day_of_week": {d: {d: 24} for d in weekdays},
+           "hour_of_day": {d: {str(h): 1 for h in range(24)} for d in weekdays}}
+    fields = {"day_of_week": FieldProfile("categorical", weekdays + [OTHER, MISSING], [24] * 4 + [0, 0]),
+              "hour_of_day": FieldProfile("categorical", [str(h) for h in range(20)] + [OTHER, MISSING],
+                                          [4] * 20 + [16, 0])}
+    profile = ReferenceProfile("obs [2026-11-01, 2026-11-05)", 96, fields, cal)
+    hours = {str(h): 10 for h in range(24)}
+    counts = {("1", "2026-11-07"): {"day_of_week": {"5": 240}, "hour_of_day": hours},  # Saturday
+              ("1", "2026-11-08"): {"day_of_week": {"6": 216, "0": 24}, "hour_of_day": hours}}  # Sunday, 10 % wrong
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    rows = {(r["date"].isoformat(), r["field"]): r for r in drift_rows(profile, counts, "run", now)}
+    sat = rows[("2026-11-07", "day_of_week")]
+    assert sat["psi"] is None and sat["reference_rows"] == 0 and sat["live_rows"] == 240
+    assert sat["reference"] == "obs [2026-11-01, 2026-11-05) no Saturday in the reference: not compared"
+    assert rows[("2026-11-07", "hour_of_day")]["psi"] == 0.0
+    assert rows[("2026-11-07", "hour_of_day")]["reference"].endswith("all weekdays (no Saturday in the reference)")
+    sun = rows[("2026-11-08", "day_of_week")]
+    # against Sunday's rows: a client sending the wrong weekday for 10 % of its traffic shows
+    assert sun["bins"] == ["6", OTHER, MISSING] and sun["reference_share"] == [1.0, 0.0, 0.0]
+    assert sun["psi"] == pytest.approx(psi([24, 0, 0], [216, 24, 0])) and sun["psi"] > 0.2
+    assert rows[("2026-11-08", "hour_of_day")]["psi"] == 0.0
+    assert rows[("2026-11-08", "hour_of_day")]["reference_rows"] == 24
+    # the whole-window comparison this replaces
+    assert psi([24] * 4 + [0, 0], [0] * 4 + [240, 0]) > 15
+    # a profile cached before calendar counts were kept: the plain comparison
+    old = ReferenceProfile(profile.label, 96, fields)
+    assert drift_rows(old, counts, "run", now)[0]["reference"] == profile.label
+
+
 @pytest.mark.spark
 def test_feature_drift_rows_through_spark(world):
     rows = {(r["model_version"], r["date"], r["field"]): r for r in world.run.feature_drift_rows}

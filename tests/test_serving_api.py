@@ -141,6 +141,13 @@ def test_openapi_document_explains_the_api(served):
     req = schemas["ScoreRequest"]
     assert req["properties"]["records"]["maxItems"] == 1000 and req["examples"]
     assert "hour_of_day" in schemas["ScoreRecord"]["properties"]["fields"]["description"]
+    # the optional event time: an RFC 3339 date-time or epoch seconds, on the request, each record
+    # and the OpenRTB envelope (OpenRTB 2.6 has none of its own)
+    for model in ("ScoreRequest", "ScoreRecord", "OpenRtbEnvelope"):
+        et = schemas[model]["properties"]["event_time"]
+        assert et["anyOf"][:2] == [{"format": "date-time", "type": "string"},
+                                   {"type": "number", "minimum": 946684800.0, "exclusiveMaximum": 4102444800.0}]
+        assert "UTC offset" in et["description"] and "event_time" not in schemas[model].get("required", [])
     rtb = doc["paths"]["/v1/openrtb"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {r["$ref"].rsplit("/", 1)[1] for r in rtb["oneOf"]} == {"BidRequest", "OpenRtbEnvelope"}
     assert "bearer" in doc["components"]["securitySchemes"]

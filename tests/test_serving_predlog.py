@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import pytest
 
 from serving.metrics import ServingMetrics
 from serving.predlog import PredictionLog, expand_line
@@ -18,16 +20,25 @@ from serving_support import Served, metric_value, openrtb_examples, score_body
 HOUR_FILE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})\.jsonl")
 
 
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def read_log(root: Path) -> list[dict]:
+    """Every logged prediction, each read from its event date's folder (a request line
+    spanning dates is in each of them: only the folder's records are taken from it)."""
     rows = []
     for f in sorted(root.rglob("*.jsonl")):
         m = HOUR_FILE.fullmatch(f.relative_to(root).as_posix())
         assert m, f
         for line in f.read_text().splitlines():
             row = json.loads(line)
-            ts = datetime.fromisoformat(row["ts"].replace("Z", "+00:00"))
-            assert (ts.strftime("%Y-%m-%d"), ts.strftime("%H")) == m.groups()  # filed by its own hour
-            rows += expand_line(row)
+            if "event_times" not in row:  # filed by its own event hour
+                t = utc(row["event_time"])
+                assert (t.strftime("%Y-%m-%d"), t.strftime("%H")) == m.groups()
+            day_rows = expand_line(row, m.group(1))
+            assert day_rows and all(utc(r["event_time"]).strftime("%Y-%m-%d") == m.group(1) for r in day_rows)
+            rows += day_rows
     return rows
 
 
@@ -111,10 +122,10 @@ def test_hour_partitioning_and_flush_on_close(tmp_path):
     first = (tmp_path / "date=2026-11-21" / "hour=23.jsonl").read_text().splitlines()
     second = (tmp_path / "date=2026-11-22" / "hour=00.jsonl").read_text().splitlines()
     assert [json.loads(x)["impression_id"] for x in first] == ["i1", "i2"]
-    assert json.loads(first[0]) == {"ts": "2026-11-21T23:59:59.999Z", "request_id": "a", "impression_id": "i1",
-                                    "endpoint": "score", "model_version": "7", "ctr": 0.1,
-                                    "fields": {"site_id": "s"}}
-    assert json.loads(second[0])["ad_index"] == 0 and json.loads(second[0])["ts"] == "2026-11-22T00:00:00.001Z"
+    assert json.loads(first[0]) == {"received_at": "2026-11-21T23:59:59.999Z", "event_time": "2026-11-21T23:59:59.999Z",
+                                    "request_id": "a", "impression_id": "i1", "endpoint": "score",
+                                    "model_version": "7", "ctr": 0.1, "fields": {"site_id": "s"}}
+    assert json.loads(second[0])["ad_index"] == 0 and json.loads(second[0])["event_time"] == "2026-11-22T00:00:00.001Z"
     assert plog.written == 3 and metric_value(metrics.exposition()[0].decode(), "ctr_prediction_log_written_total") == 3
     assert not plog.submit(t1, "late", "score", "7", ["i"], [0.5], [{}])  # closed: refused and counted
     assert plog.dropped == 1
@@ -146,9 +157,90 @@ def test_request_lines_keep_the_body_as_sent_on_one_line(tmp_path):
     (line,) = (tmp_path / "date=2026-11-21" / "hour=08.jsonl").read_text().splitlines()
     row = json.loads(line)
     assert row["request"] == json.loads(body) and row["ctrs"] == [0.25, 0.5]
+    t_iso = "2026-11-21T08:00:00.000Z"
     assert expand_line(row) == [
-        {"ts": "2026-11-21T08:00:00.000Z", "request_id": "x", "impression_id": "a", "endpoint": "score",
+        {"received_at": t_iso, "request_id": "x", "event_time": t_iso, "impression_id": "a", "endpoint": "score",
          "model_version": "4", "ctr": 0.25, "fields": {"site_id": "s\nt", "ad_pos": 1}},
-        {"ts": "2026-11-21T08:00:00.000Z", "request_id": "x", "impression_id": None, "endpoint": "score",
+        {"received_at": t_iso, "request_id": "x", "event_time": t_iso, "impression_id": None, "endpoint": "score",
          "model_version": "4", "ctr": 0.5, "fields": {"user_segments": ["1", "2"]}}]
     assert plog.written == 2
+    # a line written before event times were logged: its one time stands for both
+    old = {"ts": t_iso, "request_id": "o", "impression_id": "i", "endpoint": "openrtb", "model_version": "4",
+           "ctr": 0.5, "fields": {}}
+    assert expand_line(old) == [{"received_at": t_iso, "event_time": t_iso, **{k: v for k, v in old.items()
+                                                                               if k != "ts"}}]
+
+
+def test_event_times_file_each_record_under_its_own_date(tmp_path):
+    """A request whose records carry their own event times: the one line goes to each UTC
+    date's folder (the hour of that date's first record), received_at stays the receipt time."""
+    plog = PredictionLog(tmp_path, capacity=100, flush_interval=60)
+    received = datetime(2026, 12, 2, 9, 30, tzinfo=timezone.utc).timestamp()
+    t1 = datetime(2026, 11, 7, 23, 59, 30, tzinfo=timezone.utc).timestamp()
+    t2 = datetime(2026, 11, 8, 0, 0, 30, tzinfo=timezone.utc).timestamp()
+    body = json.dumps({"records": [{"id": "a", "fields": {}}, {"id": "b", "fields": {}},
+                                   {"id": "c", "fields": {}}]}).encode()
+    assert plog.submit_request(received, "r", "score", "4", [0.1, 0.2, 0.3], body, event_time=t1,
+                               event_times=[t1, t2, t1])
+    plog.close()
+    sat = (tmp_path / "date=2026-11-07" / "hour=23.jsonl").read_text().splitlines()
+    sun = (tmp_path / "date=2026-11-08" / "hour=00.jsonl").read_text().splitlines()
+    assert sat == sun and len(sat) == 1 and not (tmp_path / "date=2026-12-02").exists()
+    row = json.loads(sat[0])
+    assert row["received_at"] == "2026-12-02T09:30:00.000Z" and row["event_time"] == "2026-11-07T23:59:30.000Z"
+    assert row["event_times"] == ["2026-11-07T23:59:30.000Z", "2026-11-08T00:00:30.000Z", "2026-11-07T23:59:30.000Z"]
+    assert [(r["impression_id"], r["ctr"]) for r in expand_line(row, "2026-11-07")] == [("a", 0.1), ("c", 0.3)]
+    assert [(r["impression_id"], r["event_time"]) for r in expand_line(row, "2026-11-08")] == \
+        [("b", "2026-11-08T00:00:30.000Z")]
+    assert plog.written == 3
+
+
+def test_event_time_over_http_is_logged_with_the_receipt_time(tmp_path, w):
+    """A replay sends the impressions' own times: /v1/score per request and per record
+    (ISO-8601 or epoch seconds), /v1/openrtb in the envelope (where it also sets the
+    calendar fields). Each prediction is filed and logged under its event time, with the
+    receipt time beside it; without an event time both are the receipt time."""
+    from shared.openrtb import impression_fields
+
+    settings = load_settings({"home": str(tmp_path)}, env={})
+    sat = datetime(2026, 11, 7, 13, 45, 0, 123000, tzinfo=timezone.utc)  # a Saturday, weeks ago
+    sun = datetime(2026, 11, 8, 0, 30, tzinfo=timezone.utc)
+    request = json.loads(openrtb_examples()[0].read_bytes())
+    ads = [w.impressions[0].ad, w.impressions[1].ad]
+    with Served(settings, ServeOptions(model_dir=w.dirs["a"])) as srv:
+        c = srv.client
+        before = datetime.now(timezone.utc)
+        body = {"request_id": "replay", "event_time": sat.isoformat(),
+                "records": [{"id": "x", "fields": w.fields[0]},
+                            {"id": "y", "event_time": sun.timestamp(), "fields": w.fields[1]},
+                            {"id": "z", "event_time": "2026-11-07T14:45:00+01:00", "fields": w.fields[2]}]}
+        scored = c.post("/v1/score", json=body)
+        assert scored.status_code == 200, scored.text
+        assert c.post("/v1/score", json=score_body([w.fields[3]], request_id="live")).status_code == 200
+        rtb_time = "2026-11-07T14:45:00+01:00"  # 13:45 UTC, Saturday
+        rtb = c.post("/v1/openrtb", json={"bid_request": request, "ads": ads, "event_time": rtb_time})
+        assert rtb.status_code == 200, rtb.text
+        after = datetime.now(timezone.utc)
+    rows = read_log(settings.predictions_dir)
+    by_id = {(r["request_id"], r["impression_id"], r.get("ad_index")): r for r in rows}
+    iso = "2026-11-07T13:45:00.123Z"
+    assert by_id[("replay", "x", None)]["event_time"] == iso  # the request's
+    assert by_id[("replay", "y", None)]["event_time"] == "2026-11-08T00:30:00.000Z"  # its own (epoch)
+    assert by_id[("replay", "z", None)]["event_time"] == "2026-11-07T13:45:00.000Z"  # its own, offset applied
+    assert [by_id[("replay", i, None)]["ctr"] for i in "xyz"] == [p["ctr"] for p in scored.json()["predictions"]]
+    for r in rows:
+        assert before - timedelta(seconds=1) <= utc(r["received_at"]) <= after + timedelta(seconds=1)
+    live = by_id[("live", "imp-0", None)]
+    assert live["event_time"] == live["received_at"]
+    assert (settings.predictions_dir / "date=2026-11-07" / "hour=13.jsonl").is_file()
+    assert (settings.predictions_dir / "date=2026-11-08" / "hour=00.jsonl").is_file()
+    # OpenRTB: the envelope's time is the event time and sets hour_of_day / day_of_week
+    t = utc("2026-11-07T13:45:00Z")
+    for n, imp in enumerate(request["imp"]):
+        for j, ad in enumerate(ads):
+            logged = by_id[(request["id"], imp["id"], j)]
+            assert logged["event_time"] == "2026-11-07T13:45:00.000Z"
+            assert (logged["fields"]["hour_of_day"], logged["fields"]["day_of_week"]) == (13, 5)
+            expected = w.offline["a"].ctr(impression_fields(request, imp, ad, t))
+            assert logged["ctr"] == pytest.approx(expected, rel=1e-6)
+            assert rtb.json()["impressions"][n]["ads"][j]["ctr"] == logged["ctr"]
