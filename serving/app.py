@@ -36,7 +36,8 @@ from fastapi.responses import JSONResponse, Response
 from serving import schemas
 from serving.lifecycle import ModelManager
 from serving.metrics import ServingMetrics
-from serving.parsing import ApiError, openrtb_fields, parse_openrtb_body, parse_score_body, read_body
+from serving.parsing import (ApiError, check_openrtb, openrtb_fields, parse_openrtb_body, parse_score_body,
+                             read_body)
 from serving.predlog import PredictionLog
 from serving.scorer import RecordError, Scorer
 
@@ -181,7 +182,13 @@ def _score_payload(st: ServingState, scorer: Scorer, body: bytes, received: floa
 def _openrtb_payload(st: ServingState, scorer: Scorer, body: bytes, received: float) -> tuple[dict, int]:
     bid_request, imps, ads, given_time = parse_openrtb_body(body, st.max_batch)
     event_time = received if given_time is None else given_time
-    fields = openrtb_fields(bid_request, imps, ads, datetime.fromtimestamp(event_time, timezone.utc))
+    when = datetime.fromtimestamp(event_time, timezone.utc)
+    try:
+        check_openrtb(bid_request, ads)  # the documented schema (integral floats -> ints where it says integer)
+    except ApiError:
+        openrtb_fields(bid_request, imps, ads, when)  # the mapping's own message for the mistakes it names
+        raise
+    fields = openrtb_fields(bid_request, imps, ads, when)
     ctrs = _score(scorer, fields)
     request_id = bid_request["id"]
     imp_ids = [imp["id"] for imp in imps]
@@ -196,8 +203,9 @@ def _openrtb_payload(st: ServingState, scorer: Scorer, body: bytes, received: fl
         for n, imp_id in enumerate(imp_ids):
             row = ctrs[n * k:(n + 1) * k]
             best = max(range(k), key=row.__getitem__)
+            # the creative id as the mapping read it (a string: an integer id in decimal)
             out.append({"imp_id": imp_id, "ctr": row[best], "best_ad": best,
-                        "ads": [{"index": j, "creative_id": ads[j].get("creative_id"), "ctr": c}
+                        "ads": [{"index": j, "creative_id": fields[n * k + j]["creative_id"], "ctr": c}
                                 for j, c in enumerate(row)]})
         payload["impressions"] = out
         log_ids = [i for i in imp_ids for _ in range(k)]
@@ -210,21 +218,45 @@ def _openrtb_payload(st: ServingState, scorer: Scorer, body: bytes, received: fl
 
 class ScoringApp(FastAPI):
     """FastAPI with this API's OpenAPI document: the scoring endpoints parse their bodies
-    themselves, so their schemas are added as components, with the bearer scheme."""
+    themselves, so their schemas are added as components, with the bearer scheme.
+
+    The keys a record's ``fields`` may carry depend on the served model's feature spec, so
+    the document is built for the model being served and rebuilt when another one is
+    swapped in (the cache is keyed by the scorer object: a swap replaces it)."""
+
+    _openapi_for: object = None
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document, built once, with the request schemas and the bearer scheme added."""
-        if self.openapi_schema is None:
-            doc = get_openapi(title=self.title, version=self.version, description=self.description,
-                              routes=self.routes)
-            doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = SECURITY_SCHEME
-            components = doc["components"].setdefault("schemas", {})
-            for model in (schemas.ScoreRequest, schemas.BidRequest, schemas.OpenRtbEnvelope):
-                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(js.pop("$defs", {}))
-                components[model.__name__] = js
-            self.openapi_schema = doc
+        """The OpenAPI document for the model served now, with the request schemas and the bearer scheme."""
+        state: ServingState | None = getattr(self.state, "serving", None)
+        scorer = state.manager.current if state is not None else None
+        if self.openapi_schema is None or self._openapi_for is not scorer:
+            self.openapi_schema = self._build_openapi(scorer)
+            self._openapi_for = scorer
         return self.openapi_schema
+
+    def _build_openapi(self, scorer: Scorer | None) -> dict[str, Any]:
+        doc = get_openapi(title=self.title, version=self.version, description=self.description,
+                          routes=self.routes)
+        doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = SECURITY_SCHEME
+        components = doc["components"].setdefault("schemas", {})
+        for model in (schemas.ScoreRequest, schemas.OpenRtbEnvelope):
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(js.pop("$defs", {}))
+            components[model.__name__] = js
+        # the parts the server validates by hand, from the very dicts it validates against
+        components["BidRequest"] = schemas.BID_REQUEST_SCHEMA
+        components["CandidateAd"] = schemas.CANDIDATE_AD_SCHEMA
+        components["OpenRtbEnvelope"]["properties"]["bid_request"] = {
+            "$ref": "#/components/schemas/BidRequest", "description": "The OpenRTB 2.6 BidRequest, unchanged."}
+        fields = components["ScoreRecord"]["properties"]["fields"]
+        fields.pop("additionalProperties", None)
+        fields.update(schemas.fields_schema(scorer.spec if scorer else None,
+                                            scorer.accepted_fields if scorer else None))
+        if scorer is not None:
+            fields["description"] += (f"\n\nServed model: version {scorer.version}, spec {scorer.spec.name!r} "
+                                      f"(fingerprint {scorer.fingerprint[:12]}).")
+        return doc
 
 
 def create_app(state: ServingState) -> FastAPI:
@@ -318,7 +350,7 @@ def create_app(state: ServingState) -> FastAPI:
         return {**scorer.describe(), "poll_seconds": st.manager.poll_seconds if st.manager.polling else None,
                 "last_error": st.manager.last_error}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}})
     async def prometheus_metrics(st: ServingState = Depends(get_state)):
         """Requests, latency histogram, errors by kind, served model version, swaps, load

@@ -9,13 +9,15 @@ with an HTTP status, a stable ``kind`` and a message naming the JSON path at fau
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from serving.schemas import EVENT_TIME_MAX, EVENT_TIME_MIN, MAX_ID_CHARS
+from serving.schemas import (BID_REQUEST_SCHEMA, CANDIDATE_AD_SCHEMA, EVENT_TIME_MAX, EVENT_TIME_MIN,
+                             EVENT_TIME_PATTERN, MAX_ID_CHARS)
 from shared.errors import CtrError
 from shared.openrtb import AD_KEYS, MappingError, impression_fields, request_impressions
 
@@ -106,14 +108,20 @@ def parse_event_time(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if not _EVENT_TIME.search(value):
+            if _NAIVE_TIME.match(value):
+                raise ApiError(422, "bad_value", f"{where} has no UTC offset: {value[:64]!r} (write e.g. "
+                                                 f"'2026-11-07T14:03:21Z' or '...+01:00')")
+            raise ApiError(422, "bad_value", f"{where} is not an ISO-8601 (RFC 3339) date-time with a UTC offset, "
+                                             f"dated 2000-01-01 .. 2099-12-31: {value[:64]!r}")
         try:
-            t = datetime.fromisoformat(value)
+            t = datetime.fromisoformat(value.rstrip("\n"))
         except ValueError:
             raise ApiError(422, "bad_value", f"{where} is not an ISO-8601 date-time: {value[:64]!r}") from None
         if t.tzinfo is None:
             raise ApiError(422, "bad_value", f"{where} has no UTC offset: {value[:64]!r} (write e.g. "
                                              f"'2026-11-07T14:03:21Z' or '...+01:00')")
-        seconds = t.timestamp()
+        return t.timestamp()  # the pattern bounds the written date
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
         if not math.isfinite(seconds):
@@ -125,6 +133,110 @@ def parse_event_time(value: Any, where: str) -> float | None:
         raise ApiError(422, "bad_value", f"{where} is outside 2000-01-01 .. 2100-01-01 UTC ({value!r}; epoch "
                                          f"times are in seconds, not milliseconds)")
     return seconds
+
+
+_EVENT_TIME = re.compile(EVENT_TIME_PATTERN)
+_NAIVE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+$")
+
+
+# --- a validator compiled from the JSON Schemas of serving.schemas (the document's own dicts) ---
+
+Check = Callable[[Any, str], Any]
+#: The Python types (exact: a bool is no integer) orjson gives for each JSON Schema type.
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
+    "boolean": (bool,), "null": (type(None),),
+}
+
+
+def _matches(check: Check, value: Any) -> bool:
+    try:
+        check(value, "")
+    except ApiError:
+        return False
+    return True
+
+
+def compile_schema(schema: Mapping[str, Any]) -> Check:
+    """A function ``check(value, where)`` raising :class:`ApiError` 422 where ``value`` breaks
+    ``schema``: the subset of JSON Schema the documents of :mod:`serving.schemas` use (type,
+    properties, required, additionalProperties false, items, min/maxItems, minLength,
+    minimum/maximum, minProperties, not/anyOf). Unknown keywords are an error, so the server
+    never silently enforces less than the document says.
+
+    JSON has one kind of number: ``3.0`` is an ``integer`` in JSON Schema. Where the schema
+    says integer (and not number), an integral float is replaced in place by the int it is."""
+    known = {"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+             "minLength", "minimum", "maximum", "minProperties", "not", "anyOf", "title", "description",
+             "examples"}
+    unknown = set(schema) - known
+    if unknown:
+        raise ValueError(f"compile_schema: unsupported keywords {sorted(unknown)}")
+    types = schema.get("type")
+    type_names = [types] if isinstance(types, str) else list(types or [])
+    py_types = frozenset(t for name in type_names for t in _PY_TYPES[name])
+    integral = "integer" in type_names and "number" not in type_names
+    props = {k: compile_schema(v) for k, v in schema.get("properties", {}).items()}
+    required = list(schema.get("required", []))
+    closed = schema.get("additionalProperties", True) is False
+    items = compile_schema(schema["items"]) if "items" in schema else None
+    min_items, max_items = schema.get("minItems"), schema.get("maxItems")
+    min_len, min_props = schema.get("minLength"), schema.get("minProperties")
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    negated = compile_schema(schema["not"]) if "not" in schema else None
+    any_of = [compile_schema(s) for s in schema.get("anyOf", [])]
+    allowed = ", ".join(sorted(props))
+
+    def check(value: Any, where: str) -> Any:
+        if integral and type(value) is float and value.is_integer() and lo is not None and hi is not None \
+                and lo <= value <= hi:
+            value = int(value)
+        if py_types and type(value) not in py_types:
+            raise ApiError(422, "wrong_type", f"{where} must be {' or '.join(type_names)}, got {json_type(value)}")
+        if type(value) is dict:
+            for k in required:
+                if k not in value:
+                    raise ApiError(422, "missing_field", f"{where}: missing required field {k!r}")
+            for k, sub in props.items():
+                if k in value:
+                    v = value[k]
+                    new = sub(v, f"{where}.{k}" if where else k)
+                    if new is not v:
+                        value[k] = new
+            if closed and not value.keys() <= props.keys():
+                extra = sorted(k for k in value if k not in props)
+                raise ApiError(422, "unknown_field", f"{where}: unknown field(s) {', '.join(map(repr, extra))} "
+                                                     f"(allowed: {allowed})")
+            if min_props is not None and len(value) < min_props:
+                raise ApiError(422, "bad_value", f"{where} is empty")
+        elif type(value) is list:
+            if min_items is not None and len(value) < min_items:
+                raise ApiError(422, "bad_value", f"{where} has fewer than {min_items} items")
+            if max_items is not None and len(value) > max_items:
+                raise ApiError(413, "too_large", f"{where} has more than {max_items} items")
+            if items is not None:
+                for i, v in enumerate(value):
+                    new = items(v, f"{where}[{i}]")
+                    if new is not v:
+                        value[i] = new
+        elif type(value) is str:
+            if min_len is not None and len(value) < min_len:
+                raise ApiError(422, "missing_field", f"{where} is empty")
+        elif type(value) is int or type(value) is float:
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ApiError(422, "bad_value", f"{where} is out of range [{lo}, {hi}]")
+        if any_of and not any(_matches(c, value) for c in any_of):
+            raise ApiError(422, "invalid", f"{where or 'value'} matches none of the allowed forms")
+        if negated is not None and _matches(negated, value):
+            raise ApiError(422, "invalid", f"{where or 'request body'} is not allowed here" + (
+                " (a BidRequest may not have both a non-empty site and a non-empty app)" if "site" in props else ""))
+        return value
+
+    return check
+
+
+check_bid_request = compile_schema(BID_REQUEST_SCHEMA)
+check_candidate_ad = compile_schema(CANDIDATE_AD_SCHEMA)
 
 
 class ScoreBody(NamedTuple):
@@ -232,6 +344,15 @@ def parse_openrtb_body(body: bytes, max_batch: int
         if not isinstance(imp_id, str):
             raise ApiError(422, "wrong_type", f"{where}imp[{i}].id must be a string, got {json_type(imp_id)}")
     return request, imps, ads, event_time
+
+
+def check_openrtb(request: dict[str, Any], ads: list[dict[str, Any]] | None) -> None:
+    """The documented schema of the BidRequest and its candidate ads, all of it (also what the
+    mapping would let through, e.g. a mistyped field it does not read for this impression);
+    integral floats where the schema says integer become ints, in place."""
+    check_bid_request(request, "bid_request")
+    for j, ad in enumerate(ads or ()):
+        check_candidate_ad(ad, f"ads[{j}]")
 
 
 def openrtb_fields(request: dict[str, Any], imps: list, ads: list | None, event_time: datetime

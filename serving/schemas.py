@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.openrtb import AD_KEYS, RAW_FIELDS
+from shared.featurize import FeatureSpec
+from shared.openrtb import AD_KEYS, RAW_FIELD_NAMES, RAW_FIELDS
 
 MAX_BATCH = 1000
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -22,16 +23,28 @@ MAX_ID_CHARS = 256
 EVENT_TIME_MIN = 946_684_800.0
 EVENT_TIME_MAX = 4_102_444_800.0
 
-Scalar = Union[str, int, float, bool, None]
-FieldValue = Union[Scalar, list[Scalar]]
+#: Integers are parsed as 64-bit (orjson): beyond these bounds a JSON integer becomes a float
+#: (the lower bound is one above int64's, so that a float rounded to -2**63 is out of range).
+INT_MIN = -(2 ** 63) + 1
+INT_MAX = 2 ** 64 - 1
 
-#: An event time: an ISO-8601 / RFC 3339 date-time *with* a UTC offset (``2026-11-07T14:03:21.5Z``,
+#: An RFC 3339 date-time with a UTC offset, dated 2000-01-01 .. 2099-12-31 as written (only real
+#: calendar days; no leap second: the server parses it with ``datetime.fromisoformat``). The server
+#: checks strings against this very pattern (:func:`serving.parsing.parse_event_time`).
+EVENT_TIME_PATTERN = (
+    r"^(20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|20[0-9]{2}-(0[13-9]|1[0-2])-(29|30)"
+    r"|20[0-9]{2}-(0[13578]|1[02])-31|20([02468][048]|[13579][26])-02-29)"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+
+#: An event time: an RFC 3339 date-time *with* a UTC offset (``2026-11-07T14:03:21.5Z``,
 #: ``...+01:00``) or a number of seconds since the Unix epoch (``1794060201.5``).
-EventTime = Union[AwareDatetime, Annotated[float, Field(ge=EVENT_TIME_MIN, lt=EVENT_TIME_MAX)]]
+EventTime = Union[Annotated[str, Field(pattern=EVENT_TIME_PATTERN)],
+                  Annotated[float, Field(ge=EVENT_TIME_MIN, lt=EVENT_TIME_MAX)]]
 
 EVENT_TIME_DOC = (
-    "When the impression happened: an ISO-8601 date-time with a UTC offset (e.g. `2026-11-07T14:03:21.5Z`) "
-    "or seconds since the Unix epoch, between 2000-01-01 and 2100-01-01 UTC. The prediction log files the "
+    "When the impression happened: an RFC 3339 date-time with a UTC offset (e.g. `2026-11-07T14:03:21.5Z`), "
+    "dated 2000-01-01 to 2099-12-31 as written, or seconds since the Unix epoch, from 2000-01-01 (inclusive) "
+    "to 2100-01-01 UTC (exclusive). The prediction log files the "
     "prediction under this time (`event_time`, next to the receipt time `received_at`), so the monitor "
     "counts it on the traffic's own day and hour: send it when you replay or backfill logged impressions. "
     "Absent: the receipt time.")
@@ -77,11 +90,13 @@ class ScoreRecord(BaseModel):
                                            "change the score: the calendar features are the record's "
                                            "`hour_of_day` and `day_of_week` fields.",
         examples=["2026-11-07T14:03:21.500Z"])
-    fields: dict[str, FieldValue] = Field(
+    fields: dict[str, Any] = Field(
         description=(
             "Raw feature fields, exactly as `shared.openrtb.impression_fields` produces them. "
             "An absent field or `null` is *missing* (hashed like a missing value in training). "
-            "A name that is neither read by the served model's spec nor one of these raw fields "
+            "The keys listed here are the ones the served model accepts: the fields its feature spec "
+            "reads plus the platform's raw fields (this document is generated from the loaded model and "
+            "renewed when the server swaps models; `GET /v1/model` names the version). Any other key "
             "is rejected (422 `unknown_field`); fields the model does not read are logged but do "
             "not change the score.\n\n" + _FIELD_DOC),
         examples=[EXAMPLE_FIELDS],
@@ -136,10 +151,10 @@ class CandidateAd(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    advertiser_id: str | None = None
-    campaign_id: str | None = None
-    creative_id: str | None = None
-    creative_type: str | None = Field(None, description="banner, video, native or rich_media")
+    advertiser_id: str | int | None = None
+    campaign_id: str | int | None = None
+    creative_id: str | int | None = None
+    creative_type: str | int | None = Field(None, description="banner, video, native or rich_media")
 
 
 class OpenRtbEnvelope(BaseModel):
@@ -150,9 +165,11 @@ class OpenRtbEnvelope(BaseModel):
         "examples": [{"bid_request": EXAMPLE_BID_REQUEST, "ads": EXAMPLE_ADS}]})
 
     bid_request: dict[str, Any] = Field(description="The OpenRTB 2.6 BidRequest, unchanged.")
-    ads: list[CandidateAd] = Field(default_factory=list, max_length=MAX_BATCH,
-                                   description=f"Candidate ads (keys: {', '.join(AD_KEYS)}); "
-                                               f"impressions x ads may not exceed {MAX_BATCH}.")
+    ads: list[CandidateAd] | None = Field(
+        None, max_length=MAX_BATCH,
+        description=f"Candidate ads (keys: {', '.join(AD_KEYS)}; integer ids are read as their decimal "
+                    f"string). Not expressible in this schema: impressions x ads may not exceed {MAX_BATCH} "
+                    f"(413 `too_large`). Absent, null or empty: each impression is scored without an ad.")
     event_time: EventTime | None = Field(
         None, description=(
             "OpenRTB 2.6 has no event time in the BidRequest, so it goes here, next to it. "
@@ -178,7 +195,8 @@ class AdPrediction(BaseModel):
     """The predicted CTR of one candidate ad for one impression."""
 
     index: int = Field(description="Position of the ad in `ads`.")
-    creative_id: str | None
+    creative_id: str | None = Field(description="The ad's creative id as a string (an integer id is given "
+                                                "in decimal), null when the ad has none.")
     ctr: float
 
 
@@ -248,3 +266,93 @@ class Readiness(BaseModel):
     ready: bool
     model_version: str | None = None
     reason: str | None = None
+
+
+# --- JSON Schemas the server enforces itself (serving.parsing validates against these very dicts) ---
+
+_INT_BOUNDS: dict[str, Any] = {"minimum": INT_MIN, "maximum": INT_MAX}
+#: An OpenRTB id or string the mapping reads: a string or a (64-bit) integer, or null/absent.
+OPT_ID: dict[str, Any] = {"type": ["string", "integer", "null"], **_INT_BOUNDS}
+OPT_INT: dict[str, Any] = {"type": ["integer", "null"], **_INT_BOUNDS}
+OPT_NUM: dict[str, Any] = {"type": ["number", "null"]}
+_FORMAT = {"type": "object", "properties": {"w": OPT_INT, "h": OPT_INT}}
+_CREATIVE = {"type": ["object", "null"], "properties": {
+    "w": OPT_INT, "h": OPT_INT, "pos": OPT_INT, "format": {"type": ["array", "null"], "items": _FORMAT}}}
+_PUBLISHER = {"type": ["object", "null"], "properties": {"id": OPT_ID}}
+_GEO = {"type": ["object", "null"], "properties": {"country": OPT_ID, "region": OPT_ID}}
+_SEGMENT = {"type": "object", "properties": {"id": OPT_ID, "value": OPT_ID}}
+_DATA = {"type": "object", "properties": {"id": OPT_ID, "segment": {"type": ["array", "null"], "items": _SEGMENT}}}
+_NON_EMPTY_ID = {"type": "string", "minLength": 1}
+
+#: The parts of an OpenRTB 2.6 BidRequest the feature mapping reads, with the types it accepts;
+#: everything else (other fields, extensions) is free. ``bid_request`` is reserved: a body with
+#: that key is the envelope. Site and app: at most one of them non-empty.
+BID_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "BidRequest",
+    "description": (
+        "An OpenRTB 2.6 BidRequest exactly as the exchange sent it. Only the fields the feature mapping "
+        "(`shared.openrtb.impression_fields`) reads are checked, with the types listed here (ids: a string "
+        "or a 64-bit integer); every other field and extension is ignored. At most one of `site` and `app` "
+        f"may be a non-empty object. Not expressible in this schema: at most {MAX_BATCH} impressions, "
+        "and a body of at most the server's byte limit (413 `too_large`)."),
+    "required": ["id", "imp"],
+    "properties": {
+        "id": {**_NON_EMPTY_ID, "description": "BidRequest.id; echoed as `request_id`."},
+        "imp": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "description": "Impressions.",
+                "items": {"type": "object", "required": ["id"], "properties": {
+                    "id": _NON_EMPTY_ID, "tagid": OPT_ID, "bidfloor": OPT_NUM,
+                    "banner": _CREATIVE, "video": _CREATIVE}}},
+        "site": {"type": ["object", "null"], "properties": {"id": OPT_ID, "domain": OPT_ID, "publisher": _PUBLISHER}},
+        "app": {"type": ["object", "null"], "properties": {"id": OPT_ID, "bundle": OPT_ID, "publisher": _PUBLISHER}},
+        "device": {"type": ["object", "null"], "properties": {
+            "devicetype": OPT_INT, "connectiontype": OPT_INT, "os": OPT_ID, "make": OPT_ID, "model": OPT_ID,
+            "ifa": OPT_ID, "geo": _GEO}},
+        "user": {"type": ["object", "null"], "properties": {
+            "id": OPT_ID, "buyeruid": OPT_ID, "geo": _GEO, "data": {"type": ["array", "null"], "items": _DATA}}},
+    },
+    "not": {"anyOf": [
+        {"required": ["bid_request"]},
+        {"required": ["site", "app"], "properties": {"site": {"type": "object", "minProperties": 1},
+                                                     "app": {"type": "object", "minProperties": 1}}},
+    ]},
+    "examples": [EXAMPLE_BID_REQUEST],
+}
+
+#: A candidate ad of the envelope (only these keys).
+CANDIDATE_AD_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "CandidateAd", "additionalProperties": False,
+    "description": "A candidate ad's fields, added to each impression's fields when scoring it "
+                   "(an integer id is read as its decimal string).",
+    "properties": {k: dict(OPT_ID) for k in AD_KEYS},
+}
+
+# Raw field values, by how the served spec reads the field (what shared.featurize accepts):
+_WS = "[ \\t\\n\\r\\v\\f]*"
+_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+#: A number written as a string: decimal, or inf / infinity / nan (any case, optional sign).
+NUMERIC_STRING_PATTERN = (
+    f"^{_WS}([+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?"
+    f"|[+-]?([iI][nN][fF]([iI][nN][iI][tT][yY])?|[nN][aA][nN]))?{_WS}$")
+_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "categorical": {**_SCALAR, "description": "categorical: a string, number or boolean (null: missing)"},
+    "numeric": {"anyOf": [{"type": ["number", "boolean", "null"]},
+                          {"type": "string", "pattern": NUMERIC_STRING_PATTERN}],
+                "description": "numeric: a number, or a number written as a string (null or blank: missing)"},
+    "multivalued": {"anyOf": [{"type": "array", "items": _SCALAR}, {"type": "null"},
+                              {"type": "string", "pattern": f"^{_WS}$"}],
+                    "description": "multivalued: an array of strings, numbers or booleans (null: missing)"},
+}
+_NOT_READ = {"description": "not read by the served model: logged, any value"}
+
+
+def fields_schema(spec: FeatureSpec | None, accepted: frozenset[str] | None = None) -> dict[str, Any]:
+    """The JSON Schema of a record's ``fields`` for the served model: exactly the keys the
+    server accepts (``accepted``, default: the spec's inputs plus every raw field), each with
+    the values its spec kind accepts; raw fields the spec does not read take any value.
+    Without a model (``spec`` None): the raw fields, untyped."""
+    kinds = {f.name: f.kind for f in spec.fields} if spec is not None else {}
+    keys = accepted if accepted is not None else frozenset(kinds) | frozenset(RAW_FIELD_NAMES)
+    ordered = [n for n in RAW_FIELD_NAMES if n in keys] + sorted(k for k in keys if k not in RAW_FIELD_NAMES)
+    props = {k: dict(_VALUE_SCHEMAS[kinds[k]]) if k in kinds else dict(_NOT_READ) for k in ordered}
+    return {"type": "object", "additionalProperties": False, "properties": props}

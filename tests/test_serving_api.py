@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from serving.schemas import EVENT_TIME_PATTERN
 from serving.server import ServeOptions
 from shared.openrtb import impression_fields
 from serving_support import (Served, metric_value, openrtb_examples, register, score_body, settings_with_home,
@@ -145,7 +146,7 @@ def test_openapi_document_explains_the_api(served):
     # and the OpenRTB envelope (OpenRTB 2.6 has none of its own)
     for model in ("ScoreRequest", "ScoreRecord", "OpenRtbEnvelope"):
         et = schemas[model]["properties"]["event_time"]
-        assert et["anyOf"][:2] == [{"format": "date-time", "type": "string"},
+        assert et["anyOf"][:2] == [{"pattern": EVENT_TIME_PATTERN, "type": "string"},
                                    {"type": "number", "minimum": 946684800.0, "exclusiveMaximum": 4102444800.0}]
         assert "UTC offset" in et["description"] and "event_time" not in schemas[model].get("required", [])
     rtb = doc["paths"]["/v1/openrtb"]["post"]["requestBody"]["content"]["application/json"]["schema"]
