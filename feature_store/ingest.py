@@ -313,14 +313,8 @@ def _record_runs(spark: "SparkSession", settings: Settings, results: list[Ingest
         clicks_attributed=r.clicks_attributed, clicks_outside_window=r.clicks_outside_window,
         observations_version=r.delta_version,
     ) for r in results]
-    schema = (
-        "run_id string, date string, finished_at timestamp, seconds double, impression_files array<string>, "
-        "click_files array<string>, attribution_window_hours double, records_read long, observations long, "
-        "duplicates long, quarantined long, quarantine_reasons map<string,long>, positives long, "
-        "clicks_read long, clicks_quarantined long, clicks_attributed long, clicks_outside_window long, "
-        "observations_version long"
-    )
-    tables.append(spark.createDataFrame(rows, schema), settings.table_path(tables.INGEST_RUNS))
+    tables.append(spark.createDataFrame(rows, catalog.INGEST_RUNS.spark_schema()),
+                  settings.table_path(tables.INGEST_RUNS))
 
 
 def ingest_range(spark, settings: Settings, start: date, end: date, **kwargs) -> list[IngestResult]:

@@ -65,29 +65,8 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 
-def _cols(*pairs: tuple[str, str]) -> tuple[catalog.Column, ...]:
-    return tuple(catalog.Column(name, type_) for name, type_ in pairs)
+STREAM_CLICKS, STREAM_BATCHES = catalog.STREAM_CLICKS, catalog.STREAM_BATCHES
 
-
-#: Valid clicks read by the stream (the click-impression join's state), by click-file day.
-STREAM_CLICKS = catalog.Table("stream_clicks", _cols(
-    ("impression_id", "string"), ("click_us", "long"), ("source_file", "string"), ("line_number", "long"),
-    ("query_id", "string"), ("batch_id", "long"), ("date", "date"),
-), partition_by=("date",))
-
-#: One row per streaming micro-batch: its files, its counts, its click watermark.
-STREAM_BATCHES = catalog.Table("stream_ingest_batches", _cols(
-    ("query_id", "string"), ("batch_id", "long"), ("finished_at", "timestamp"), ("seconds", "double"),
-    ("impression_files", "array<string>"), ("click_files", "array<string>"),
-    ("attribution_window_hours", "double"), ("lateness_minutes", "double"),
-    ("records_read", "long"), ("observations", "long"), ("duplicates", "long"), ("quarantined", "long"),
-    ("quarantine_reasons", "map<string,long>"), ("positives", "long"),
-    ("clicks_read", "long"), ("clicks_quarantined", "long"), ("clicks_attributed", "long"),
-    ("clicks_outside_window", "long"), ("clicks_after_final", "long"), ("clicks_unmatched", "long"),
-    ("labels_updated", "long"),
-    ("click_watermark", "timestamp"), ("labels_final_before", "timestamp"),
-    ("observations_version", "long"),
-))
 
 _FILE_GLOB = "hour=*.jsonl"
 _DATE_RE = r"date=(\d{4}-\d{2}-\d{2})"

@@ -384,12 +384,43 @@ SCHEDULE_DECISIONS = Table("schedule_decisions", _columns(
     ("date", "date"),  # partition: the day decided
 ), partition_by=("date",))
 
+#: One row per batch ingest run and day: its files and counts (``ctr ingest``).
+INGEST_RUNS = Table("ingest_runs", _columns(
+    ("run_id", "string"), ("date", "string"), ("finished_at", "timestamp"), ("seconds", "double"),
+    ("impression_files", "array<string>"), ("click_files", "array<string>"), ("attribution_window_hours", "double"),
+    ("records_read", "long"), ("observations", "long"), ("duplicates", "long"), ("quarantined", "long"),
+    ("quarantine_reasons", "map<string,long>"), ("positives", "long"), ("clicks_read", "long"),
+    ("clicks_quarantined", "long"), ("clicks_attributed", "long"), ("clicks_outside_window", "long"),
+    ("observations_version", "long"),
+))
+
+#: Valid clicks read by the stream (the click-impression join's state), by click-file day.
+STREAM_CLICKS = Table("stream_clicks", _columns(
+    ("impression_id", "string"), ("click_us", "long"), ("source_file", "string"), ("line_number", "long"),
+    ("query_id", "string"), ("batch_id", "long"), ("date", "date"),
+), partition_by=("date",))
+
+#: One row per streaming micro-batch: its files, its counts, its click watermark.
+STREAM_BATCHES = Table("stream_ingest_batches", _columns(
+    ("query_id", "string"), ("batch_id", "long"), ("finished_at", "timestamp"), ("seconds", "double"),
+    ("impression_files", "array<string>"), ("click_files", "array<string>"),
+    ("attribution_window_hours", "double"), ("lateness_minutes", "double"),
+    ("records_read", "long"), ("observations", "long"), ("duplicates", "long"), ("quarantined", "long"),
+    ("quarantine_reasons", "map<string,long>"), ("positives", "long"),
+    ("clicks_read", "long"), ("clicks_quarantined", "long"), ("clicks_attributed", "long"),
+    ("clicks_outside_window", "long"), ("clicks_after_final", "long"), ("clicks_unmatched", "long"),
+    ("labels_updated", "long"),
+    ("click_watermark", "timestamp"), ("labels_final_before", "timestamp"),
+    ("observations_version", "long"),
+))
+
 #: The monitoring tables, in the dashboard's order.
 MONITORING: tuple[Table, ...] = (MONITOR_METRICS, FEATURE_DRIFT, PARAM_DRIFT, ALERTS, SCHEDULE_DECISIONS)
 
 #: Every stored table of the catalog, by name.
 TABLES: dict[str, Table] = {t.name: t for t in (
-    OBSERVATIONS, QUARANTINE, IMPORT_RUNS, SEGMENT_MODELS, BACKTEST_METRICS, *MONITORING)}
+    OBSERVATIONS, QUARANTINE, INGEST_RUNS, STREAM_CLICKS, STREAM_BATCHES, IMPORT_RUNS, SEGMENT_MODELS,
+    BACKTEST_METRICS, *MONITORING)}
 
 #: The intermediate frames (declared like tables, never stored), by name.
 FRAMES: dict[str, Table] = {t.name: t for t in (PARSED_IMPRESSIONS, PARSED_CLICKS)}

@@ -123,8 +123,13 @@ def _stored_schema(path: str):
     return StructType.fromJson(json.loads(meta["schemaString"])), tuple(meta["partitionColumns"])
 
 
+#: written by the streaming ingest, whose tests check them (tests/test_stream_ingest.py)
+STREAMED = ("stream_clicks", "stream_ingest_batches")
+WRITTEN_HERE = [t for t in catalog.TABLES.values() if t.name not in STREAMED]
+
+
 @pytest.mark.spark
-@pytest.mark.parametrize("table", list(catalog.TABLES.values()), ids=list(catalog.TABLES))
+@pytest.mark.parametrize("table", WRITTEN_HERE, ids=[t.name for t in WRITTEN_HERE])
 def test_written_table_has_the_catalog_schema(home, table):
     schema, partition_by = _stored_schema(home.table_path(table.name))
     assert schema == table.spark_schema()

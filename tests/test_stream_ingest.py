@@ -69,6 +69,11 @@ def test_streaming_gives_the_batch_table(spark, generated, streamed):
     assert got == want
     assert sum(r["label"] for r in got.values()) > 20
     assert quarantine(spark, settings) == quarantine(spark, batch)
+    from shared import catalog
+
+    for table in (catalog.OBSERVATIONS, catalog.STREAM_CLICKS, catalog.STREAM_BATCHES):  # the stored schemas
+        stored = spark.read.format("delta").load(settings.table_path(table.name)).schema
+        assert [(f.name, f.dataType) for f in stored] == [(f.name, f.dataType) for f in table.spark_schema()]
 
 
 def test_counts_are_conserved_per_micro_batch(spark, generated, streamed):
