@@ -12,7 +12,8 @@ def register(sub) -> None:
     p.set_defaults(func=run_config)
 
     p = sub.add_parser("demo", help="run the platform's main job end to end on the embedded defaults")
-    p.add_argument("--days", type=int, default=7, help="days of ad logs to generate (default 7)")
+    p.add_argument("--days", type=int, default=12,
+                   help="days of ad logs to generate (default 12: a week of training, validation, test, 3 served days)")
     p.add_argument("--per-day", type=int, default=100_000, help="impressions per day (default 100000)")
     p.add_argument("--seed", type=int, default=7, help="generator seed")
     p.set_defaults(func=run_demo)

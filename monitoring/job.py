@@ -73,6 +73,7 @@ class DaySummary:
     versions: list[str] = field(default_factory=list)
     mature: bool = False
     best_possible_log_loss: float | None = None
+    calibration_vs_truth: float | None = None  # predicted clicks / true expected clicks (oracle)
     excluded_lines: dict[str, int] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)
     max_psi: float | None = None
@@ -88,6 +89,8 @@ class DaySummary:
         ]
         if self.best_possible_log_loss is not None:
             parts.append(f"best possible log-loss {self.best_possible_log_loss:.5f}")
+        if self.calibration_vs_truth is not None:
+            parts.append(f"calibration vs the true probabilities {self.calibration_vs_truth:.3f}")
         parts.append("labels mature" if self.mature else "labels NOT mature yet")
         if self.max_psi is not None:
             parts.append(f"max PSI {self.max_psi:.3f} ({self.max_psi_field})")
@@ -149,15 +152,27 @@ def _headline(day: str, rows: list[dict]) -> DaySummary:
     return s
 
 
-def _best_possible(oracle: Oracle, labelled: pa.Table | None, day: str) -> float | None:
+def _day_rows(labelled: pa.Table | None, day: str) -> tuple[pa.Table, date, date] | None:
+    """The day's labelled rows and the observation days [start, end) they were logged on."""
     if labelled is None:
         return None
     rows = labelled.filter(pc.equal(labelled.column("day"), day))
     if rows.num_rows == 0:
         return None
     obs_dates = sorted({d for d in rows.column("obs_date").to_pylist() if d})
-    return oracle.best_log_loss(rows.select(["impression_id", "label"]), date.fromisoformat(obs_dates[0]),
-                                date.fromisoformat(obs_dates[-1]) + timedelta(days=1))
+    return rows, date.fromisoformat(obs_dates[0]), date.fromisoformat(obs_dates[-1]) + timedelta(days=1)
+
+
+def _oracle_figures(oracle: Oracle, labelled: pa.Table | None, day: str) -> tuple[float | None, float | None]:
+    """(best possible log-loss, calibration against the true probabilities) of a day's rows."""
+    found = _day_rows(labelled, day)
+    if found is None:
+        return None, None
+    rows, start, end = found
+    best = oracle.best_log_loss(rows.select(["impression_id", "label"]), start, end)
+    true_clicks = oracle.true_click_sum(rows.select(["impression_id"]), start, end)
+    predicted = float(pc.sum(rows.column("p")).as_py() or 0.0)
+    return best, (predicted / true_clicks if true_clicks else None)
 
 
 def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date],
@@ -221,7 +236,7 @@ def monitor_days(spark: "SparkSession", settings: Settings, days: Sequence[date]
         s = _headline(d, [r for r in pylist if r["date"].isoformat() == d])
         s.excluded_lines = dict(result.excluded.get(d, {}))
         if options.oracle is not None:
-            s.best_possible_log_loss = _best_possible(options.oracle, result.labelled_rows, d)
+            s.best_possible_log_loss, s.calibration_vs_truth = _oracle_figures(options.oracle, result.labelled_rows, d)
         day_drift = [r for r in run.feature_drift_rows if r["date"].isoformat() == d and r["psi"] is not None]
         if day_drift:
             top = max(day_drift, key=lambda r: r["psi"])

@@ -21,3 +21,9 @@ class Oracle(Protocol):
         """Log-loss of the true probabilities on exactly ``rows`` (``impression_id``, ``label``)
         logged on days [start, end); None when the oracle does not know every row."""
         ...
+
+    def true_click_sum(self, rows: "pa.Table", start: date, end: date) -> float | None:
+        """Sum of the true click probabilities of exactly ``rows`` (``impression_id``) logged on
+        days [start, end): the clicks expected without Bernoulli noise, the denominator of a
+        calibration against the truth; None when the oracle does not know every row."""
+        ...

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shared.config import Settings
@@ -29,6 +30,16 @@ class TruthOracle:
         if not files:
             return None
         return pa.concat_tables([pq.read_table(f, columns=["impression_id", "p_true"]) for f in files])
+
+    def true_click_sum(self, rows: pa.Table, start: date, end: date) -> float | None:
+        """Sum of the true probabilities of exactly ``rows``; None unless every row is known."""
+        truth = self.truth(start, end)
+        if truth is None:
+            return None
+        joined = rows.select(["impression_id"]).join(truth, "impression_id", join_type="inner")
+        if joined.num_rows != rows.num_rows:
+            return None
+        return float(pc.sum(joined.column("p_true")).as_py() or 0.0)
 
     def best_log_loss(self, rows: pa.Table, start: date, end: date) -> float | None:
         """Log-loss of the true probabilities on exactly ``rows``; None unless every row is known."""

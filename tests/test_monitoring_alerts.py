@@ -69,7 +69,7 @@ def test_default_rules_and_validation(tmp_path):
     assert (cal.min, cal.max) == (0.9, 1.1)
     assert rules.rules[1].threshold == 0.02 and rules.rules[1].trailing_days == 7
     assert rules.rules[2].threshold == 0.2 and rules.history_days == 7
-    assert rules.rules[2].exclude_fields == ("day_of_week", "hour_of_day")
+    assert rules.rules[2].exclude_fields == ()  # calendar fields are compared weekday to weekday
     bad = tmp_path / "bad.toml"
     for text, message in [
         ('[[rules]]\nname = "x"\nsource = "metrics"\nmetric = "nope"\nkind = "above"\nthreshold = 1\n', "nope"),
