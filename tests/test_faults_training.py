@@ -18,19 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training_support import FTRL_FIXED_SPACE
 from warehouse_support import START, tiny_warehouse
 
 pytestmark = pytest.mark.spark
-FIXED = """
-[budget]
-trials = 1
-wall_seconds = 60
-[fixed]
-engine = "ftrl"
-alpha = 0.1
-l2 = 1.0
-passes = 2
-"""
 PHASES = ("train.saved", "train.logged", "train.registered", "train.promoted")
 
 
@@ -41,7 +32,7 @@ def setup(spark, tmp_path_factory):
     settings = tiny_warehouse(tmp_path_factory, spark)
     folder = tmp_path_factory.mktemp("faults")
     space, spec = folder / "fixed.toml", folder / "spec.toml"
-    space.write_text(FIXED)
+    space.write_text(FTRL_FIXED_SPACE)
     spec.write_text(dataclasses.replace(load_spec("generated"), bits=18).to_toml())
     return settings, space, spec, folder
 

@@ -10,20 +10,11 @@ from datetime import timedelta
 
 import pytest
 
+from training_support import FTRL_FIXED_SPACE
 from warehouse_support import START, tiny_warehouse
 
 pytestmark = pytest.mark.spark
 MODEL = "schedule-acts"
-FIXED = """
-[budget]
-trials = 1
-wall_seconds = 60
-[fixed]
-engine = "ftrl"
-alpha = 0.1
-l2 = 1.0
-passes = 2
-"""
 
 
 def test_scheduler_updates_the_champion_then_waits(spark, tmp_path_factory, tmp_path, capsys):
@@ -34,7 +25,7 @@ def test_scheduler_updates_the_champion_then_waits(spark, tmp_path_factory, tmp_
 
     settings = tiny_warehouse(tmp_path_factory, spark)
     space = tmp_path / "fixed.toml"
-    space.write_text(FIXED)
+    space.write_text(FTRL_FIXED_SPACE)
     spec = dataclasses.replace(load_spec("generated"), bits=18)
     first = train_from_warehouse(None, settings, Windows.consecutive(START, 1), spec, search_space=space,
                                  model_name=MODEL)

@@ -23,21 +23,11 @@ from shared.model.registry import download_model_dir
 from training.artifacts import load_engine_state, load_model_dir
 from training.ftrl import FTRLLogisticRegression
 from training.pipeline import Windows, train_from_warehouse, update_from_champion
+from training_support import FTRL_FIXED_SPACE
 
 pytestmark = pytest.mark.spark
 DAYS, PER_DAY = 6, 1500
 D1 = date(2021, 5, 1)
-FIXED = """
-[budget]
-trials = 1
-wall_seconds = 60
-[fixed]
-engine = "ftrl"
-alpha = 0.1
-l2 = 1.0
-l1 = 0.5
-passes = 2
-"""
 
 
 def criteo_rows(n: int, seed: int = 0) -> list[str]:
@@ -64,7 +54,7 @@ def world(tmp_path_factory, spark, spark_settings):
     settings = load_settings({"home": str(home), "spark_master": spark_settings.spark_master}, env={})
     import_file(spark, settings, "criteo", str(path), start_date=D1, days=DAYS)
     fixed = home / "fixed.toml"
-    fixed.write_text(FIXED)
+    fixed.write_text(FTRL_FIXED_SPACE)
     return settings, fixed
 
 

@@ -45,3 +45,17 @@ def shared_store(tmp_path_factory):
         home = tmp_path_factory.mktemp("training_mlflow_home")
         _STORE["settings"] = load_settings({"home": str(home)}, env={})
     return _STORE["settings"]
+
+
+#: A search space of one fixed FTRL setting: ``ctr train`` without a search (fast, deterministic).
+FTRL_FIXED_SPACE = """
+[budget]
+trials = 1
+wall_seconds = 60
+[fixed]
+engine = "ftrl"
+alpha = 0.1
+l2 = 1.0
+l1 = 0.5
+passes = 2
+"""
