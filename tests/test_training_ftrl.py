@@ -52,9 +52,12 @@ def test_deterministic_for_a_seed():
 
 
 def test_one_pass_over_a_then_b_equals_one_pass_over_a_plus_b():
+    """The plain online learner (rows in the order given, no exact intercept): continuing a
+    state is one longer pass."""
     X, y, _ = hashed_problem(6000, seed=4)
-    whole = FTRLLogisticRegression(alpha=0.2, l1=0.5, l2=1.0).fit(X, y)
-    part = FTRLLogisticRegression(alpha=0.2, l1=0.5, l2=1.0).fit(X[:3500], y[:3500])
+    plain = dict(alpha=0.2, l1=0.5, l2=1.0, shuffle=False, exact_intercept=False)
+    whole = FTRLLogisticRegression(**plain).fit(X, y)
+    part = FTRLLogisticRegression(**plain).fit(X[:3500], y[:3500])
     part.partial_fit(X[3500:], y[3500:])
     assert np.array_equal(whole.state_.z, part.state_.z) and np.array_equal(whole.state_.n, part.state_.n)
     assert np.array_equal(whole.weights_, part.weights_) and whole.intercept_ == part.intercept_
@@ -109,8 +112,8 @@ def test_parameters_checked_against_their_declared_constraints(kwargs, message):
 
 def test_blocks_and_row_selections_fit_as_the_stacked_matrix_would():
     X, y, _ = hashed_problem(5000, seed=11)
-    stacked = FTRLLogisticRegression(passes=3, downsample_rate=0.5, random_state=3).fit(X, y)
-    blocks = FTRLLogisticRegression(passes=3, downsample_rate=0.5, random_state=3).fit(
+    stacked = FTRLLogisticRegression(passes=3, downsample_rate=0.5, random_state=3, shuffle=False).fit(X, y)
+    blocks = FTRLLogisticRegression(passes=3, downsample_rate=0.5, random_state=3, shuffle=False).fit(
         [X[:1200], X[1200:4000], X[4000:]], [y[:1200], y[1200:4000], y[4000:]])
     assert np.array_equal(stacked.state_.z, blocks.state_.z) and stacked.intercept_ == blocks.intercept_
     rows = np.sort(np.random.default_rng(0).choice(5000, 2000, replace=False))
@@ -119,3 +122,35 @@ def test_blocks_and_row_selections_fit_as_the_stacked_matrix_would():
     assert np.array_equal(copied.state_.z, selected.state_.z)
     with pytest.raises(ValueError, match="sorted"):
         FTRLLogisticRegression().fit(X, y, rows=rows[::-1])
+
+
+def test_shuffled_passes_learn_a_feature_constant_over_a_stretch_of_time():
+    """Seven 'days' in time order, each with its own day indicator and click rate, and a
+    feature whose effect is the same every day. Visited in time order, the intercept and the
+    other weights follow each day's level and the day weights do not take it: the fitted
+    model is miscalibrated per day on its own training rows. Shuffled (the default), each
+    day's predicted clicks match its clicks, and the fit is deterministic."""
+    rng = np.random.default_rng(5)
+    day_effect = np.array([0.0, 0.3, 0.3, 0.0, -0.2, -0.5, -0.4])
+    per_day, blocks, labels = 20_000, [], []
+    for d, e in enumerate(day_effect):
+        other = rng.integers(0, 50, per_day)
+        logit = -3.5 + e + 0.02 * (other - 25)
+        labels.append((rng.random(per_day) < 1.0 / (1.0 + np.exp(-logit))).astype(int))
+        cols = np.stack([np.full(per_day, d), 7 + other], axis=1).ravel()
+        blocks.append(sp.csr_matrix((np.ones(2 * per_day), cols, np.arange(0, 2 * per_day + 1, 2)), shape=(per_day, 64)))
+
+    def worst_day(est):
+        return max(abs(est.predict_proba(Xd)[:, 1].sum() / yd.sum() - 1.0) for Xd, yd in zip(blocks, labels))
+
+    params = dict(alpha=0.1, l2=1.0, passes=2)
+    in_order = FTRLLogisticRegression(**params, shuffle=False).fit(blocks, labels)
+    shuffled = FTRLLogisticRegression(**params).fit(blocks, labels)
+    assert worst_day(shuffled) < 0.05 < worst_day(in_order)
+    again = FTRLLogisticRegression(**params).fit(blocks, labels)
+    assert np.array_equal(again.state_.z, shuffled.state_.z)
+    # the exact intercept: over all the rows fitted, predicted clicks = clicks
+    predicted = sum(shuffled.predict_proba(Xd)[:, 1].sum() for Xd in blocks)
+    assert predicted == pytest.approx(sum(int(yd.sum()) for yd in labels), rel=1e-9)
+    online = FTRLLogisticRegression(**params, exact_intercept=False).fit(blocks, labels)
+    assert abs(sum(online.predict_proba(Xd)[:, 1].sum() for Xd in blocks) / predicted - 1.0) > 1e-4

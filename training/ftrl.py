@@ -2,10 +2,16 @@
 
 The per-coordinate adaptive online learner of McMahan et al. (2013), "Ad Click
 Prediction: a View from the Trenches", Algorithm 1, with L1 and L2, one coordinate
-per hashed column plus an unregularised intercept. Rows are visited in the order
-given (time order for a warehouse window), pass after pass, so a fit is
-deterministic and continuing a saved state over new rows (:meth:`partial_fit`) is
-exactly the same computation as one longer pass: A then B equals A + B.
+per hashed column plus an unregularised intercept. By default (``shuffle``) each pass
+visits short runs of rows in a seeded random order across all the blocks it is given; with
+``shuffle=False`` in the order given, and then continuing a saved state over new rows
+(:meth:`partial_fit`) is exactly the same computation as one longer pass: A then B
+equals A + B. Why shuffled: a feature constant over a stretch of time (``day_of_week``,
+a campaign's first hours) learned in time order takes the level of that stretch, not
+its own effect; docs/training-engine.md has the measurement. After the passes the
+intercept is set to its exact optimum given the weights on the rows just fitted
+(``exact_intercept``): an online learner's last iterate carries the noise of its last
+rows, and the predicted clicks of the rows fitted then equal their clicks.
 
 The state (``z``, ``n`` per coordinate) is what :class:`FTRLState` carries and the
 model directory stores as its ignorable ``engine_state.npz`` part; the served
@@ -31,10 +37,13 @@ from shared.model.scoring import csr_margin, sigmoid
 from training.params import Constraint, Interval, Options, Seed, validate_params
 from training.sampling import as_csr, as_labels, bits_of, negative_downsample
 
-#: Rows per compiled call: the deadline and progress are checked between chunks.
+#: Rows per compiled call in order, and rows between two checks of the deadline.
 CHUNK_ROWS = 1 << 16
-#: Passes after the first visit the rows in a permutation from this seed when ``shuffle``.
+#: With ``shuffle``, every pass visits the runs in a permutation drawn from this seed.
 SHUFFLE_SEED = 20130811
+#: With ``shuffle``, rows are visited in runs of this many consecutive rows of one block, the
+#: runs of all blocks in a random order: a shuffle across blocks without stacking or copying them.
+SHUFFLE_RUN_ROWS = 512
 
 
 @njit(nogil=True, cache=True)
@@ -81,6 +90,19 @@ def _ftrl_rows(indptr, indices, data, y, order, start, stop, z, n, alpha, beta, 
     return loss
 
 
+@njit(nogil=True, cache=True)
+def _margins(indptr, indices, data, order, w):  # pragma: no cover
+    """``X @ w`` (no intercept) for rows ``order`` of a CSR matrix's arrays."""
+    out = np.empty(order.size)
+    for t in range(order.size):
+        r = order[t]
+        m = 0.0
+        for k in range(indptr[r], indptr[r + 1]):
+            m += w[indices[k]] * data[k]
+        out[t] = m
+    return out
+
+
 def _blocks(X, y, rows) -> list[tuple[sp.csr_matrix, np.ndarray, np.ndarray]]:
     """(matrix, labels, row numbers to visit) per block; a single matrix is one block."""
     Xs, ys = (list(X), list(y)) if isinstance(X, (list, tuple)) else ([X], [y])
@@ -99,6 +121,52 @@ def _blocks(X, y, rows) -> list[tuple[sp.csr_matrix, np.ndarray, np.ndarray]]:
             raise ValueError("rows must be sorted row numbers of X")
         out.append((Xb, yb, r))
     return out
+
+
+def _weights(z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float, l2: float) -> np.ndarray:
+    """The dense weight vector (intercept excluded) of an FTRL state: the closed form."""
+    w = np.zeros(z.shape[0] - 1)
+    nz = np.flatnonzero((n[:-1] > 0) & (np.abs(z[:-1]) > l1))
+    w[nz] = (np.copysign(l1, z[nz]) - z[nz]) / ((beta + np.sqrt(n[nz])) / alpha + l2)
+    return w
+
+
+def _exact_intercept_z(work: list, z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float,
+                       l2: float) -> float:
+    """The intercept's ``z`` for which the intercept is the exact (unregularised) log-likelihood
+    optimum on the fitted rows, the weights held: Newton on ``sum sigmoid(m + b) = sum y``."""
+    w = _weights(z, n, alpha, beta, l1, l2)
+    margins, labels = [], []
+    for indptr, indices, data, y, order, _ in work:
+        if order.size:
+            margins.append(_margins(indptr, indices, data, order, w))
+            labels.append(y[order])
+    scale = (beta + math.sqrt(n[-1])) / alpha
+    if not margins:
+        return float(z[-1])
+    m, y = np.concatenate(margins), np.concatenate(labels)
+    clicks = float(y.sum())
+    if clicks == 0.0 or clicks == y.size:  # no finite optimum: keep the online intercept
+        return float(z[-1])
+    b = -float(z[-1]) / scale
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(m + b)))
+        g, h = float(p.sum()) - clicks, float((p * (1.0 - p)).sum())
+        step = g / max(h, 1e-12)
+        b -= max(-5.0, min(5.0, step))
+        if abs(step) < 1e-10:
+            break
+    return -b * scale
+
+
+def _visit_plan(orders: list[np.ndarray], shuffler: np.random.Generator | None) -> list[tuple[int, int, int]]:
+    """One pass's runs ``(block, start, stop)`` of each block's row order, in visiting order:
+    blocks in turn in chunks of ``CHUNK_ROWS``, or with a ``shuffler`` runs of
+    ``SHUFFLE_RUN_ROWS`` consecutive rows from all blocks in a random order (rows inside a run
+    stay in order, so memory is read in runs: shuffled at a fraction of a row permutation's cost)."""
+    size = CHUNK_ROWS if shuffler is None else SHUFFLE_RUN_ROWS
+    runs = [(b, s, min(o.size, s + size)) for b, o in enumerate(orders) for s in range(0, o.size, size)]
+    return runs if shuffler is None else [runs[i] for i in shuffler.permutation(len(runs))]
 
 
 @dataclass(frozen=True)
@@ -148,9 +216,14 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
     ----------
     alpha, beta : per-coordinate learning rate ``alpha / (beta + sqrt(sum g^2))``.
     l1, l2 : regularisation (summed-loss scale, like the paper's lambda_1, lambda_2).
-    passes : passes over the rows (the same order each pass).
+    passes : passes over the rows.
+    shuffle : visit the rows in a new seeded random order each pass, across blocks (default);
+        ``False``: in the order given, as an online learner over a log would.
     downsample_rate : keep-rate of negatives; predictions are recalibrated to the true
         rate by shifting the intercept by ``ln(downsample_rate)`` (see :mod:`training.model`).
+    exact_intercept : after the passes, solve the intercept exactly (Newton) on the rows of
+        this fit with the weights held, and write it back into the state (default); with
+        ``shuffle=False`` and this off, the fit is the plain online learner.
     random_state : drives negative downsampling only.
 
     ``fit`` starts from zero; ``partial_fit`` continues the current (or a loaded) state
@@ -165,18 +238,21 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
         "l2": Interval(0.0, 1e4),
         "passes": Interval(1, 1000, integer=True),
         "shuffle": Options((False, True)),
+        "exact_intercept": Options((False, True)),
         "downsample_rate": Interval(0.0, 1.0, open_low=True),
         "random_state": Seed(),
     }
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, l1: float = 0.0, l2: float = 1.0,
-                 passes: int = 1, shuffle: bool = False, downsample_rate: float = 1.0, random_state=None):
+                 passes: int = 1, shuffle: bool = True, exact_intercept: bool = True, downsample_rate: float = 1.0,
+                 random_state=None):
         self.alpha = alpha
         self.beta = beta
         self.l1 = l1
         self.l2 = l2
         self.passes = passes
         self.shuffle = shuffle
+        self.exact_intercept = exact_intercept
         self.downsample_rate = downsample_rate
         self.random_state = random_state
 
@@ -228,25 +304,25 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
         args = (float(self.alpha), float(self.beta), float(self.l1), float(self.l2), wbuf)
         n_fit = sum(int(w[4].size) for w in work)
         shuffler = np.random.default_rng(SHUFFLE_SEED)
-        stopped, loss, done = False, 0.0, 0
+        stopped, loss, done, checked = False, 0.0, 0, 0
         for p in range(int(self.passes)):
             loss = 0.0
-            for indptr, indices, data, yy, order, _ in work:
-                if p > 0 and self.shuffle:
-                    order = shuffler.permutation(order)
-                for start in range(0, order.size, CHUNK_ROWS):
-                    if deadline is not None and done and time.monotonic() > deadline:
+            for b, start, stop in _visit_plan([w[4] for w in work], shuffler if self.shuffle else None):
+                if deadline is not None and done - checked >= CHUNK_ROWS:  # between chunks of rows
+                    checked = done
+                    if time.monotonic() > deadline:
                         stopped = True  # work remains and the budget is spent
                         break
-                    stop = min(order.size, start + CHUNK_ROWS)
-                    loss += _ftrl_rows(indptr, indices, data, yy, order, start, stop, z, n, *args)
-                    done += stop - start
-                if stopped:
-                    break
+                indptr, indices, data, yy, order, _ = work[b]
+                loss += _ftrl_rows(indptr, indices, data, yy, order, start, stop, z, n, *args)
+                done += stop - start
             if progress is not None:
                 progress(p + 1, loss / max(n_fit, 1))
             if stopped:
                 break
+        if self.exact_intercept and not stopped:
+            z[-1] = _exact_intercept_z(work, z, n, float(self.alpha), float(self.beta), float(self.l1),
+                                       float(self.l2))
         self.state_ = FTRLState(z, n, self.state_.rows_seen + done)
         self._finish(n_given, n_fit, time.perf_counter() - started, stopped, loss / max(n_fit, 1))
         return self
