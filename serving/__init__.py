@@ -14,6 +14,8 @@ Modules:
   pydantic models for the documented schemas.
 * :mod:`.predlog` - the asynchronous, bounded prediction log (hourly JSON lines).
 * :mod:`.metrics` - Prometheus metrics (one registry per app).
+* :mod:`.protocol` - uvicorn's httptools protocol with bounds for slow clients and connection
+  floods (per-request deadline, request-head size limit, connection cap).
 * :mod:`.server` - :func:`~serving.server.build_state`, :func:`~serving.server.running_server`
   (``with running_server(settings) as url:`` - uvicorn in a background thread) and
   :func:`~serving.server.serve_forever`.

@@ -34,7 +34,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from serving import schemas
-from serving.lifecycle import ModelManager
+from serving.lifecycle import ModelManager, RegistrySource
 from serving.metrics import ServingMetrics
 from serving.parsing import (ApiError, check_openrtb, openrtb_fields, parse_openrtb_body, parse_score_body,
                              read_body)
@@ -333,12 +333,15 @@ def create_app(state: ServingState) -> FastAPI:
     @app.get("/readyz", tags=["operations"], response_model=schemas.Readiness, summary="Readiness",
              responses={503: {"model": schemas.Readiness, "description": "No model loaded."}})
     async def readyz(st: ServingState = Depends(get_state)):
-        """200 once a model is loaded (the scoring endpoints can answer), else 503."""
+        """200 once a model is loaded (the scoring endpoints can answer), else 503; with the
+        registry's and the prediction log's state (degraded, still ready)."""
         scorer = st.manager.current
+        status = _dependency_status(st)
         if scorer is None:
             return JSONResponse({"ready": False, "model_version": None,
-                                 "reason": st.manager.last_error or "no model loaded yet"}, status_code=503)
-        return {"ready": True, "model_version": scorer.version}
+                                 "reason": st.manager.last_error or "no model loaded yet", **status},
+                                status_code=503)
+        return {"ready": True, "model_version": scorer.version, **status}
 
     @app.get("/v1/model", tags=["operations"], response_model=schemas.ModelInfo, summary="The served model",
              responses={503: {"model": schemas.ErrorResponse, "description": "No model loaded."}})
@@ -357,10 +360,27 @@ def create_app(state: ServingState) -> FastAPI:
         failures and prediction-log counters, in the Prometheus text format."""
         if st.predlog is not None:
             st.metrics.log_queue.set(st.predlog.pending)
+        if isinstance(st.manager.source, RegistrySource):
+            st.metrics.set_registry(st.manager.registry_unreachable_since)
         body, content_type = st.metrics.exposition()
         return Response(body, media_type=content_type)
 
     return app
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def _dependency_status(st: ServingState) -> dict[str, Any]:
+    """The registry's and the prediction log's state for ``/readyz`` (None: not used)."""
+    manager, plog = st.manager, st.predlog
+    registry = None if not isinstance(manager.source, RegistrySource) else {
+        "reachable": manager.registry_unreachable_since is None,
+        "unreachable_since": _iso(manager.registry_unreachable_since), "error": manager.registry_error}
+    predlog = None if plog is None else {
+        "writing": plog.failing_since is None, "failing_since": _iso(plog.failing_since), "error": plog.last_error}
+    return {"registry": registry, "prediction_log": predlog}
 
 
 def wire_metrics(state: ServingState) -> None:
@@ -376,5 +396,6 @@ def wire_metrics(state: ServingState) -> None:
         metrics.load_failures.labels(reason).inc()
 
     manager.on_swap, manager.on_failure = on_swap, on_failure
+    metrics.set_registry(None)  # reachable until a poll fails (always, for a model directory)
     if manager.current is not None:
         on_swap(None, manager.current)

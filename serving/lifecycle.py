@@ -9,9 +9,16 @@ GIL. A failed load leaves ``current`` untouched, is logged with the reason and c
 in ``ctr_model_load_failures_total{reason}``, and is retried after
 ``retry_failed_seconds`` (or at once when the alias moves to yet another version).
 
-Sources: the version behind an alias of a registered model (``RegistrySource``,
-downloaded with :func:`shared.model.registry.download_model_dir`, plain files only), or a
-fixed model directory (``DirectorySource``, no polling).
+A registry that cannot answer (down, unreachable, 5xx, throttling) is not a bad model: the
+loaded version keeps serving, :attr:`ModelManager.registry_unreachable_since` records when
+the outage began (``/readyz``, ``ctr_registry_reachable``), each failed poll is counted as
+``ctr_model_load_failures_total{reason="registry_unreachable"}``, and the next successful
+poll clears it. Registry calls are bounded (:data:`REGISTRY_HTTP_DEFAULTS`) so a poll
+reports an outage within seconds instead of MLflow's minutes of retries.
+
+Sources: the version behind an alias of a registered model (``RegistrySource``: the
+plain files its ``model_dir_uri`` tag names, downloaded with an MLflow client of the
+configured store), or a fixed model directory (``DirectorySource``, no polling).
 """
 
 from __future__ import annotations
@@ -23,16 +30,23 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from serving.scorer import ModelLoadError, Scorer, load_scorer
 from shared.config import Settings
-from shared.model.registry import DEFAULT_MODEL_NAME, Tag, download_model_dir
+from shared.model.registry import DEFAULT_MODEL_NAME, Tag
 
 log = logging.getLogger("ctr.serving")
 
 DEFAULT_POLL_SECONDS = 30.0
 DEFAULT_RETRY_FAILED_SECONDS = 60.0
+#: ModelLoadError reason of a registry that could not answer (not a verdict on the model).
+REGISTRY_UNREACHABLE = "registry_unreachable"
+#: MLflow's HTTP client settings for the server's registry calls, unless set in the
+#: environment: one immediate retry and a 5 s socket timeout. MLflow's own defaults (7
+#: retries with exponential backoff, 120 s timeout) hold one poll for minutes; the poller
+#: retries anyway every ``poll_seconds``.
+REGISTRY_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
 class ModelSource(Protocol):
@@ -83,37 +97,61 @@ class RegistrySource:
         return f"models:/{self.model_name}@{self.alias} ({self.settings.mlflow_tracking_uri})"
 
     def _client(self):
-        from shared.mlflow_utils import configure_mlflow
+        """A client of this source's store, named explicitly: the poller thread neither reads
+        nor moves MLflow's process-wide URIs, which other code in the process may point elsewhere."""
+        from mlflow import MlflowClient
 
-        return configure_mlflow(self.settings).MlflowClient()
+        for name, value in REGISTRY_HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        uri = self.settings.mlflow_tracking_uri
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
-    def current_ref(self) -> str:
-        """The version the alias points at now; :class:`ModelLoadError` when it cannot be resolved."""
+    def _ask(self, call: Callable[[Any], Any], reason: str, what: str) -> Any:
+        """``call(client)``, its failure as a :class:`ModelLoadError`: ``reason`` when the
+        registry answered no (a 4xx: no such alias, model or version), :data:`REGISTRY_UNREACHABLE`
+        when it could not answer (connection refused, timeout, 5xx, 429, a broken store)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            mv = self._client().get_model_version_by_alias(self.model_name, self.alias)
+            return call(self._client())
         except MlflowException as exc:
-            raise ModelLoadError("alias_lookup", f"cannot resolve {self.description}: {exc.message}") from None
+            status = exc.get_http_status_code()
+            if status < 500 and status != 429:
+                raise ModelLoadError(reason, f"{what}: {exc.message}") from None
+            raise ModelLoadError(REGISTRY_UNREACHABLE, f"{what}: registry unreachable: {exc.message}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever the store raises, the registry did not answer
+            raise ModelLoadError(REGISTRY_UNREACHABLE,
+                                 f"{what}: registry unreachable: {type(exc).__name__}: {exc}") from None
+
+    def current_ref(self) -> str:
+        """The version the alias points at now; :class:`ModelLoadError` when it cannot be resolved."""
+        mv = self._ask(lambda c: c.get_model_version_by_alias(self.model_name, self.alias), "alias_lookup",
+                       f"cannot resolve {self.description}")
         return str(mv.version)
 
     def load(self, ref: str) -> Scorer:
         """Download and load version ``ref``, checking its files against the registered fingerprint."""
+        from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
 
         # no tqdm bars in the server log for each download (an explicit setting wins)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+        tags = self._ask(lambda c: c.get_model_version(self.model_name, ref).tags, "download",
+                         f"cannot look up version {ref} of {self.model_name!r}")
+        uri = tags.get(Tag.MODEL_DIR_URI)
+        if not uri:
+            raise ModelLoadError("download", f"version {ref} of {self.model_name!r} has no {Tag.MODEL_DIR_URI} tag")
         with tempfile.TemporaryDirectory(prefix=f"ctr-serve-{self.model_name}-v{ref}-") as tmp:
             try:
-                model_dir = download_model_dir(self.settings, self.model_name, ref, dst_path=tmp)
-                tags = self._client().get_model_version(self.model_name, ref).tags
+                model_dir = download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                               tracking_uri=self.settings.mlflow_tracking_uri)
             except (MlflowException, OSError, ValueError) as exc:
-                raise ModelLoadError("download", f"cannot download version {ref} of {self.model_name!r}: "
-                                                 f"{getattr(exc, 'message', exc)}") from None
+                raise ModelLoadError("download", f"cannot download version {ref} of {self.model_name!r} "
+                                                 f"from {uri}: {getattr(exc, 'message', exc)}") from None
             # Everything the scorer needs is read into memory; the files can go.
             scorer = load_scorer(model_dir, version=ref, alias=self.alias, model_name=self.model_name,
-                                 source="registry", location=tags.get(Tag.MODEL_DIR_URI) or f"models:/{self.model_name}/{ref}")
+                                 source="registry", location=uri)
         registered = tags.get(Tag.FEATURE_FINGERPRINT)
         if registered and registered != scorer.fingerprint:
             raise ModelLoadError("fingerprint_mismatch",
@@ -140,6 +178,9 @@ class ModelManager:
         self.on_failure = on_failure
         self.last_error: str | None = None
         self.last_check: float | None = None
+        #: Epoch seconds of the first failed registry call of the current outage (None: reachable).
+        self.registry_unreachable_since: float | None = None
+        self.registry_error: str | None = None
         self._failed: dict[str, float] = {}  # ref -> monotonic time of its last failed load
         self._lock = threading.Lock()  # one load at a time (poller vs. an explicit refresh)
         self._stop = threading.Event()
@@ -152,23 +193,41 @@ class ModelManager:
 
     def _fail(self, reason: str, message: str) -> None:
         self.last_error = f"{reason}: {message}"
-        log.error("model load failed (%s): %s; still serving %s", reason, message,
-                  self.current.version if self.current else "nothing")
+        if reason != REGISTRY_UNREACHABLE:  # an outage is logged when it starts and ends, not every poll
+            log.error("model load failed (%s): %s; still serving %s", reason, message,
+                      self.current.version if self.current else "nothing")
         if self.on_failure:
             self.on_failure(reason, message)
 
+    def _registry_answered(self, error: ModelLoadError | None = None) -> None:
+        """Record whether the registry answered the last call: an outage starts at its first
+        failed call and ends at the next answer (logged once each way, not every poll)."""
+        if error is not None and error.reason == REGISTRY_UNREACHABLE:
+            if self.registry_unreachable_since is None:
+                self.registry_unreachable_since = time.time()
+                log.warning("model registry unreachable; keeping version %s: %s",
+                            self.current.version if self.current else "none", error)
+            self.registry_error = str(error)
+        elif self.registry_unreachable_since is not None:
+            log.info("model registry reachable again after %.0f s", time.time() - self.registry_unreachable_since)
+            self.registry_unreachable_since = self.registry_error = None
+
     def refresh(self, *, force: bool = False) -> bool:
         """Check the source once; load and swap when it names another version.
-        Returns whether a swap happened. Never raises for a bad model: the old one stays."""
+        Returns whether a swap happened. Never raises for a bad model or an unreachable
+        registry: the old version stays."""
         with self._lock:
             self.last_check = time.time()
             try:
                 ref = self.source.current_ref()
             except ModelLoadError as exc:
+                self._registry_answered(exc)
                 self._fail(exc.reason, str(exc))
                 return False
+            self._registry_answered()
             current = self.current
             if current is not None and self._ref_of(current) == ref and not force:
+                self.last_error = None  # the alias names what is served: nothing is wrong now
                 return False
             failed_at = self._failed.get(ref)
             if failed_at is not None and not force and time.monotonic() - failed_at < self.retry_failed_seconds:
@@ -177,7 +236,9 @@ class ModelManager:
             try:
                 new = self.source.load(ref)
             except ModelLoadError as exc:
-                self._failed[ref] = time.monotonic()
+                self._registry_answered(exc)
+                if exc.reason != REGISTRY_UNREACHABLE:  # an outage says nothing about the version: retry next poll
+                    self._failed[ref] = time.monotonic()
                 self._fail(exc.reason, str(exc))
                 return False
             except Exception as exc:  # noqa: BLE001 - a broken artifact must never stop serving

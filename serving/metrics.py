@@ -41,10 +41,20 @@ class ServingMetrics:
         self.log_written = Counter("ctr_prediction_log_written", "Prediction-log records written.", registry=r)
         self.log_dropped = Counter("ctr_prediction_log_dropped",
                                    "Prediction-log records dropped because the queue was full.", registry=r)
-        self.log_errors = Counter("ctr_prediction_log_write_errors", "Prediction-log records lost to I/O errors.",
-                                  registry=r)
+        self.log_errors = Counter("ctr_prediction_log_write_errors",
+                                  "Prediction-log records lost to I/O errors (disk full, file too large, "
+                                  "read-only or unwritable directory).", registry=r)
         self.log_queue = Gauge("ctr_prediction_log_queue_records", "Records waiting in the prediction-log queue.",
                                registry=r)
+        self.registry_reachable = Gauge("ctr_registry_reachable",
+                                        "1 when the last registry poll was answered, 0 during an outage "
+                                        "(registry-served models only).", registry=r)
+        self.registry_unreachable_since = Gauge("ctr_registry_unreachable_since_timestamp_seconds",
+                                                "When the current registry outage began (0: reachable).",
+                                                registry=r)
+        self.connections_closed = Counter("ctr_http_connections_closed",
+                                          "Connections the server closed to protect itself, by reason: "
+                                          "over_limit, timeout, head_too_large.", ["reason"], registry=r)
         self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
         self._ok = {e: self.requests.labels(e, "200") for e in ENDPOINTS}
         self._scored = {e: self.scored.labels(e) for e in ENDPOINTS}
@@ -68,6 +78,11 @@ class ServingMetrics:
         self.model_info.labels(version, alias or "", fingerprint).set(1)
         self.model_version.set(int(version) if version.isdigit() else -1)
         self.model_loaded.set(loaded_at)
+
+    def set_registry(self, unreachable_since: float | None) -> None:
+        """Publish whether the registry answered its last poll, and since when it has not."""
+        self.registry_reachable.set(0 if unreachable_since is not None else 1)
+        self.registry_unreachable_since.set(unreachable_since or 0)
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in the Prometheus text format, and its content type."""

@@ -44,6 +44,13 @@ not logged and its records are counted as dropped (``ctr_prediction_log_dropped_
 A background thread drains the queue every ``flush_interval`` seconds, or at once when
 the queue passes its high-water mark, and appends each hour's lines with one write.
 :meth:`PredictionLog.close` drains everything still queued before returning.
+
+A write that fails (disk full ``ENOSPC``, file-size limit ``EFBIG``, read-only or
+unwritable directory) never reaches the request: its records are counted as lost
+(``ctr_prediction_log_write_errors_total``), the bytes it did append are cut off again so
+every line in the file stays whole JSON, the error is logged once when it starts (then at
+most every :data:`ERROR_LOG_EVERY` seconds) and once when writing works again; each
+batch tries afresh, so logging resumes by itself when the disk has room.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ log = logging.getLogger("ctr.serving.predlog")
 DEFAULT_CAPACITY = 200_000
 DEFAULT_FLUSH_INTERVAL = 0.5
 YIELD_EVERY = 64  # records serialised between GIL hand-backs
+ERROR_LOG_EVERY = 60.0  # seconds between log lines while writes keep failing
 
 
 def hour_path(root: Path, ts: float) -> Path:
@@ -91,6 +99,29 @@ def _date_targets(root: Path, event_times: Sequence[float]) -> list[tuple[Path, 
     return [(hour_path(root, first[d]), count[d]) for d in first]
 
 
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` whole or not at all: after a failed or short write
+    (``ENOSPC``, ``EFBIG``) the file is cut back to its size before, so no half line is
+    left for the next append to continue. Only this writer thread appends (one server per
+    data root), so the size read before writing is the file's end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError as exc:  # not a regular file, or the file system refuses even that
+                log.error("prediction log: cannot cut the partial write off %s: %s", path, exc)
+            raise
+    finally:
+        os.close(fd)
+
+
 class PredictionLog:
     """Bounded, non-blocking prediction log with one writer thread."""
 
@@ -108,6 +139,11 @@ class PredictionLog:
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
+        #: Epoch seconds of the first failed write of the current failure (None: writing fine).
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self._logged_at = 0.0  # monotonic time of the last failure log line
+        self._lost_since_log = 0
         self._queue: deque = deque()
         self._cond = threading.Condition(threading.Lock())
         self._closing = False
@@ -220,28 +256,39 @@ class PredictionLog:
             if done >= YIELD_EVERY:  # let the event loop have the GIL between chunks
                 done = 0
                 time.sleep(0)
-        written = 0
+        written, lost, error = 0, 0, None
         for path, lines in by_file.items():
-            n_records = records_in[path]
-            data = b"\n".join(lines) + b"\n"
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                finally:
-                    os.close(fd)
-                written += n_records
+                _append(path, b"\n".join(lines) + b"\n")
+                written += records_in[path]
             except OSError as exc:
-                self.write_errors += n_records
-                if self.metrics is not None:
-                    self.metrics.log_errors.inc(n_records)
-                log.error("prediction log: cannot append %d records to %s: %s", n_records, path, exc)
+                lost += records_in[path]
+                error = f"cannot append to {path}: {exc}"
         self.written += written
         if self.metrics is not None:
             self.metrics.log_written.inc(written)
+        if error is not None:
+            self._failed(lost, error)
+        elif self.failing_since is not None:
+            log.warning("prediction log: writing again after %.0f s of failures (%d records lost in all)",
+                        time.time() - self.failing_since, self.write_errors)
+            self.failing_since = self.last_error = None
+
+    def _failed(self, lost: int, error: str) -> None:
+        """Count records lost to a failed write; log when failures start, then at most
+        every :data:`ERROR_LOG_EVERY` seconds (a full disk must not flood the server log)."""
+        self.write_errors += lost
+        if self.metrics is not None:
+            self.metrics.log_errors.inc(lost)
+        self.last_error = error
+        self._lost_since_log += lost
+        now = time.monotonic()
+        if self.failing_since is None or now - self._logged_at >= ERROR_LOG_EVERY:
+            if self.failing_since is None:
+                self.failing_since = time.time()
+            log.error("prediction log: %d records lost (%s); requests are still answered, writes are retried",
+                      self._lost_since_log, error)
+            self._logged_at, self._lost_since_log = now, 0
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting records, write everything queued, stop the writer."""

@@ -260,12 +260,35 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class RegistryStatus(BaseModel):
+    """Whether the model registry answered the last poll (`GET /readyz`)."""
+
+    reachable: bool
+    unreachable_since: str | None = Field(None, description="ISO-8601 UTC time of the first failed call of "
+                                                            "the current outage (null: reachable).")
+    error: str | None = Field(None, description="The last failed call's error (null: reachable).")
+
+
+class PredictionLogStatus(BaseModel):
+    """Whether the prediction log is being written (`GET /readyz`)."""
+
+    writing: bool
+    failing_since: str | None = Field(None, description="ISO-8601 UTC time of the first failed write of the "
+                                                        "current failure (null: writing).")
+    error: str | None = Field(None, description="The last failed write's error (null: writing).")
+
+
 class Readiness(BaseModel):
-    """Readiness (`GET /readyz`): whether a model is loaded, and if not why."""
+    """Readiness (`GET /readyz`): whether a model is loaded, and if not why. A server that has
+    a model stays ready while the registry is unreachable or the prediction log cannot be
+    written (it keeps scoring with the loaded version); ``registry`` and ``prediction_log``
+    say so."""
 
     ready: bool
     model_version: str | None = None
     reason: str | None = None
+    registry: RegistryStatus | None = Field(None, description="Null when serving a model directory.")
+    prediction_log: PredictionLogStatus | None = Field(None, description="Null when the log is off.")
 
 
 # --- JSON Schemas the server enforces itself (serving.parsing validates against these very dicts) ---

@@ -186,6 +186,14 @@ def scorer_from_loaded(model: LoadedModel, *, version: str, alias: str | None = 
     )
 
 
+def _model_dir_reason(message: str) -> str:
+    """The metric reason of a model directory :func:`load_model_dir` refused: a file changed
+    since training (``checksum_mismatch``), deleted (``missing_files``), or anything else."""
+    if "checksum mismatch" in message:
+        return "checksum_mismatch"
+    return "missing_files" if message.endswith(" is missing") else "bad_model_dir"
+
+
 def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str | None = None,
                 model_name: str | None = None, source: str = "directory", location: str | None = None) -> Scorer:
     """Verify and load a plain model directory into a :class:`Scorer`.
@@ -202,8 +210,7 @@ def load_scorer(model_dir: str | Path, *, version: str | None = None, alias: str
                              f"it serves models made of {known} only (and files declared "
                              f"{IGNORE!r} in model.json \"parts\", which it skips)") from None
     except ModelDirError as exc:
-        reason = "checksum_mismatch" if "checksum mismatch" in str(exc) else "bad_model_dir"
-        raise ModelLoadError(reason, str(exc)) from None
+        raise ModelLoadError(_model_dir_reason(str(exc)), str(exc)) from None
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError("bad_model_dir", f"{model_dir}: {type(exc).__name__}: {exc}") from None
     segments = None

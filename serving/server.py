@@ -22,6 +22,7 @@ from serving.lifecycle import (DEFAULT_MODEL_NAME, DEFAULT_POLL_SECONDS, DEFAULT
                                DirectorySource, ModelManager, RegistrySource)
 from serving.metrics import ServingMetrics
 from serving.predlog import DEFAULT_CAPACITY, DEFAULT_FLUSH_INTERVAL, PredictionLog
+from serving.protocol import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_REQUEST_TIMEOUT, bounded_protocol
 from serving.scorer import ModelLoadError
 from shared.config import Settings
 
@@ -29,6 +30,8 @@ log = logging.getLogger("ctr.serving")
 
 TOKEN_ENV = "CTR_API_TOKEN"
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see serve_forever
+#: Seconds an idle keep-alive connection stays open (uvicorn's default, stated here).
+DEFAULT_KEEP_ALIVE = 5
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class ServeOptions:
     log_high_water: int | None = None
     max_batch: int = schemas.MAX_BATCH
     max_body_bytes: int = schemas.MAX_BODY_BYTES
+    # connection bounds (serving/protocol.py): slow clients and floods cost bounded memory
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    keep_alive_seconds: int = DEFAULT_KEEP_ALIVE
 
     @classmethod
     def token_from_env(cls, env=None) -> str | None:
@@ -90,10 +98,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app, settings: Settings, **kwargs):
+def _uvicorn_config(app, settings: Settings, options: ServeOptions, metrics: ServingMetrics, **kwargs):
+    """uvicorn's settings: httptools with the connection bounds of ``options``, whose closings
+    are counted in ``metrics``; no ``limit_concurrency`` (see :mod:`serving.protocol`)."""
     import uvicorn
 
+    def closed(reason: str) -> None:
+        metrics.connections_closed.labels(reason).inc()
+
+    protocol = bounded_protocol(options.request_timeout, options.max_head_bytes, options.max_connections,
+                                on_close=closed)
     return uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, lifespan="on",
+                          http=protocol, timeout_keep_alive=options.keep_alive_seconds,
                           timeout_graceful_shutdown=10, **kwargs)
 
 
@@ -103,15 +119,17 @@ def running_server(settings: Settings, options: ServeOptions | None = None, *, s
     """Run the scoring server in a background thread; yields its base URL.
 
     Binds ``settings.host`` (127.0.0.1 by default) on ``port`` (0: a free port). Pass a
-    ``state`` from :func:`build_state` to keep a handle on the manager and the log.
-    Stopping flushes the prediction log."""
+    ``state`` from :func:`build_state` to keep a handle on the manager and the log (the
+    connection bounds still come from ``options``). Stopping flushes the prediction log."""
     import uvicorn
 
+    options = options or ServeOptions()
     state = state if state is not None else build_state(settings, options)
     app = create_app(state)
     sock = _bind(settings.host, port)
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(_uvicorn_config(app, settings, log_config=None, log_level="warning"))
+    server = uvicorn.Server(_uvicorn_config(app, settings, options, state.metrics, log_config=None,
+                                            log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="ctr-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -147,8 +165,9 @@ def serve_forever(settings: Settings, options: ServeOptions) -> int:
     # 5 ms GIL switch interval a request arriving while one of them runs can wait up to 5 ms
     # for the interpreter. 0.5 ms bounds that wait (the event loop asks for the GIL back sooner).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    log.info("serving %s version %s on http://%s:%d", state.manager.source.description, scorer.version,
-             settings.host, settings.port)
-    server = uvicorn.Server(_uvicorn_config(create_app(state), settings, log_level="info"))
+    log.info("serving %s version %s on http://%s:%d (at most %d connections, %g s per request, %d-byte heads)",
+             state.manager.source.description, scorer.version, settings.host, settings.port,
+             options.max_connections, options.request_timeout, options.max_head_bytes)
+    server = uvicorn.Server(_uvicorn_config(create_app(state), settings, options, state.metrics, log_level="info"))
     server.run()
     return 0

@@ -114,7 +114,9 @@ def test_score_missing_fields_and_platform_only_fields(served, w):
 def test_operational_endpoints(served, w):
     c = served.client
     assert c.get("/healthz").json() == {"status": "ok"}
-    assert c.get("/readyz").json() == {"ready": True, "model_version": served.version, "reason": None}
+    assert c.get("/readyz").json() == {"ready": True, "model_version": served.version, "reason": None,
+                                       "registry": {"reachable": True, "unreachable_since": None, "error": None},
+                                       "prediction_log": {"writing": True, "failing_since": None, "error": None}}
     info = c.get("/v1/model").json()
     assert info["version"] == served.version and info["alias"] == "champion" and info["model_name"] == MODEL
     assert info["source"] == "registry" and info["spec_fingerprint"] == w.offline["a"].model.fingerprint
