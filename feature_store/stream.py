@@ -59,6 +59,7 @@ from feature_store.ingest import _parse_click_files, _parse_impression_files
 from shared import catalog
 from shared.config import Settings
 from shared.errors import ConfigurationError
+from shared.faults import phase
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -401,8 +402,11 @@ class _BatchWriter:
                 .withColumn("date", F.col("date").cast("date"))
                 .select(*catalog.QUARANTINE.column_names)
             )
+            # the phases (shared/faults.py) end with the batch id: a fault test kills a given batch
+            phase(f"stream.counted.{batch_id}")
             if r.quarantined + r.clicks_quarantined:
                 self._append_quarantine(quarantine, query_id, batch_id, tag)
+            phase(f"stream.quarantined.{batch_id}")
             if r.clicks_read - r.clicks_quarantined and not clicks_done:
                 (new_clicks.select("impression_id", "click_us", "source_file", "line_number",
                                    F.lit(query_id).alias("query_id"), F.lit(batch_id).cast("long").alias("batch_id"),
@@ -410,12 +414,15 @@ class _BatchWriter:
                  .write.format("delta").mode("append").partitionBy("date")
                  .option("txnAppId", query_id).option("txnVersion", batch_id).option("userMetadata", tag)
                  .save(clicks_path))
+            phase(f"stream.clicks_written.{batch_id}")
             r.observations_version = self._merge_observations(
                 spark, inserts, updates, obs_path, query_id, batch_id, tag, done=obs_done,
                 dates=sorted(set(update_dates) | set(imp_dates) if r.observations else set(update_dates)))
+            phase(f"stream.merged.{batch_id}")
             r.replayed = r.replayed or obs_done or clicks_done
             r.seconds = time.perf_counter() - t0
             self._record(spark, r, batches_path)
+            phase(f"stream.recorded.{batch_id}")
             return r
         finally:
             for frame in cached:
