@@ -23,6 +23,9 @@ from warehouse_support import START, tiny_warehouse
 
 pytestmark = pytest.mark.spark
 PHASES = ("train.saved", "train.logged", "train.registered", "train.promoted")
+#: ``make test`` kills at the phases that leave something in the registry (and at a seeded random
+#: time); CTR_FAULTS_FULL=1 kills at every phase.
+DEFAULT_PHASES = ("train.registered", "train.promoted")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,8 @@ def _assert_recovered(settings, model, clean_weights):
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_killed_training_leaves_nothing_servable_half_done_and_a_rerun_completes(setup, clean, phase):
+    if phase not in DEFAULT_PHASES and not os.environ.get("CTR_FAULTS_FULL"):
+        pytest.skip(f"the full kill matrix runs with CTR_FAULTS_FULL=1 (make test kills at {', '.join(DEFAULT_PHASES)})")
     settings = setup[0]
     model = f"faults-{phase.replace('.', '-')}"
     rc, phases, out = _train(setup, model, kill_at=phase)
