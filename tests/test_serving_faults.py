@@ -35,7 +35,7 @@ from serving.lifecycle import REGISTRY_HTTP_DEFAULTS
 from serving.server import ServeOptions, build_state, running_server
 from shared.config import load_settings
 from shared.mlflow_utils import configure_mlflow
-from serving_support import Served, metric_value, register, score_body, settings_with_home, store
+from serving_support import Served, metric_value, register, score_body, settings_with_home, store, wait_for
 from training.tracking import promote
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,16 +49,6 @@ server = make_server("127.0.0.1", 0, app, threaded=True)
 print(server.server_port, flush=True)
 server.serve_forever()
 """
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def free_port() -> int:

@@ -27,21 +27,11 @@ from ctr.cli import main as ctr_main
 from shared.config import load_settings
 from synthetic import loadgen
 from serving_support import (Served, copy_tampered_dir, metric_value, register, rewrite_model_dir, settings_with_home,
-                             store, tamper_registered_weights)
+                             store, tamper_registered_weights, wait_for)
 from training.artifacts import CHECKSUMS_FILE, SPEC_FILE, sha256_file
 from training.tracking import champion_version, promote
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def test_hot_swap_under_load(tmp_path_factory, w):

@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
-from shared.model.scoring import csr_margin, sigmoid
+from shared.model.scoring import csr_margin, dense_weights, sigmoid
 from training.params import Constraint, Interval, Options, Seed, validate_params
 from training.sampling import as_csr, as_labels, bits_of, negative_downsample
 
@@ -123,19 +123,22 @@ def _blocks(X, y, rows) -> list[tuple[sp.csr_matrix, np.ndarray, np.ndarray]]:
     return out
 
 
-def _weights(z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float, l2: float) -> np.ndarray:
-    """The dense weight vector (intercept excluded) of an FTRL state: the closed form."""
-    w = np.zeros(z.shape[0] - 1)
-    nz = np.flatnonzero((n[:-1] > 0) & (np.abs(z[:-1]) > l1))
-    w[nz] = (np.copysign(l1, z[nz]) - z[nz]) / ((beta + np.sqrt(n[nz])) / alpha + l2)
-    return w
+def _nonzero_weights(z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float, l2: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero weights (intercept excluded) of an FTRL state, as (indices, values): the
+    closed form. Only updated coordinates can have one (small temporaries)."""
+    touched = np.flatnonzero(n[:-1])
+    nz = touched[np.abs(z[touched]) > l1]
+    w = (np.copysign(l1, z[nz]) - z[nz]) / ((beta + np.sqrt(n[nz])) / alpha + l2)
+    keep = w != 0.0
+    return nz[keep].astype(np.int64), w[keep].astype(np.float64)
 
 
 def _exact_intercept_z(work: list, z: np.ndarray, n: np.ndarray, alpha: float, beta: float, l1: float,
                        l2: float) -> float:
     """The intercept's ``z`` for which the intercept is the exact (unregularised) log-likelihood
     optimum on the fitted rows, the weights held: Newton on ``sum sigmoid(m + b) = sum y``."""
-    w = _weights(z, n, alpha, beta, l1, l2)
+    w = dense_weights(*_nonzero_weights(z, n, alpha, beta, l1, l2), z.shape[0] - 1)
     margins, labels = [], []
     for indptr, indices, data, y, order, _ in work:
         if order.size:
@@ -330,12 +333,7 @@ class FTRLLogisticRegression(ClassifierMixin, BaseEstimator):
     def _finish(self, n_train: int, n_fit: int, seconds: float, stopped: bool, last_loss: float) -> None:
         z, n = self.state_.z, self.state_.n
         alpha, beta, l1, l2 = float(self.alpha), float(self.beta), float(self.l1), float(self.l2)
-        touched = np.flatnonzero(n[:-1])  # only updated coordinates can have a weight (small temporaries)
-        nz = touched[np.abs(z[touched]) > l1]
-        w = (np.copysign(l1, z[nz]) - z[nz]) / ((beta + np.sqrt(n[nz])) / alpha + l2)
-        keep = w != 0.0
-        self.indices_ = nz[keep].astype(np.int64)
-        self.weights_ = w[keep].astype(np.float64)
+        self.indices_, self.weights_ = _nonzero_weights(z, n, alpha, beta, l1, l2)
         self.raw_intercept_ = float(-z[-1] / ((beta + math.sqrt(n[-1])) / alpha))
         self.intercept_ = self.raw_intercept_ + math.log(float(self.downsample_rate))
         self.n_features_in_ = self.state_.n_features
