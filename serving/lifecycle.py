@@ -23,6 +23,7 @@ configured store), or a fixed model directory (``DirectorySource``, no polling).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -246,6 +247,12 @@ class ModelManager:
                 self._fail("unexpected", f"{type(exc).__name__}: {exc}")
                 return False
             self._failed.pop(ref, None)
+            if current is not None and new.fingerprint == current.fingerprint:
+                # The same feature spec (the fingerprint covers everything hashing depends on):
+                # keep the serving featurizer, whose caches are warm and hold only what any
+                # instance computes, so the first requests after a swap cost no more than the
+                # others and a swap leaves no second set of caches behind.
+                new = dataclasses.replace(new, featurizer=current.featurizer)
             self.current = new  # the swap: one reference assignment
             self.last_error = None
             log.info("serving model version %s (%s, fingerprint %s) after %.0f ms load; previous: %s",

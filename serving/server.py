@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -32,6 +33,9 @@ TOKEN_ENV = "CTR_API_TOKEN"
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see serve_forever
 #: Seconds an idle keep-alive connection stays open (uvicorn's default, stated here).
 DEFAULT_KEEP_ALIVE = 5
+#: Allocations of at least this many bytes get their own mapping (see :func:`pin_mmap_threshold`).
+MMAP_THRESHOLD = 1 << 20
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
 
 
 @dataclass(frozen=True)
@@ -149,14 +153,33 @@ def running_server(settings: Settings, options: ServeOptions | None = None, *, s
         sock.close()
 
 
+def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold at ``nbytes`` (whether it could be set).
+
+    glibc raises the threshold to the size of each large block freed, so once a swapped-out
+    model's weights are freed the next version's come from the heap, which is not given back:
+    measured, resident memory grew by the weights' size on each of the first swaps. A fixed
+    threshold keeps every large array in its own mapping, returned to the system when freed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, nbytes))
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+
+
 def serve_forever(settings: Settings, options: ServeOptions) -> int:
     """Load the model, then serve on ``settings.host:settings.port`` until interrupted."""
     import uvicorn
 
+    pin_mmap_threshold()  # before the model's arrays are allocated
     state = build_state(settings, options)
-    scorer = state.manager.current
-    assert scorer is not None  # build_state loaded it or raised
-    # Everything allocated so far (MLflow, numpy, the model) lives as long as the process:
+    first = state.manager.current
+    assert first is not None  # build_state loaded it or raised
+    version = first.version
+    del first  # no reference to the first version may outlive its swap (its weights would stay resident)
+    # Everything allocated so far (MLflow, numpy) lives as long as the process (the first
+    # model too, until a swap frees it by reference counting, which freezing does not stop):
     # keep it out of the collector's reach so full collections stay short (measured: one
     # ~90 ms generation-2 pause every few seconds at 1,000 requests/s without this).
     gc.collect()
@@ -166,7 +189,7 @@ def serve_forever(settings: Settings, options: ServeOptions) -> int:
     # for the interpreter. 0.5 ms bounds that wait (the event loop asks for the GIL back sooner).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     log.info("serving %s version %s on http://%s:%d (at most %d connections, %g s per request, %d-byte heads)",
-             state.manager.source.description, scorer.version, settings.host, settings.port,
+             state.manager.source.description, version, settings.host, settings.port,
              options.max_connections, options.request_timeout, options.max_head_bytes)
     server = uvicorn.Server(_uvicorn_config(create_app(state), settings, options, state.metrics, log_level="info"))
     server.run()

@@ -9,6 +9,8 @@ Two modes, both bounded in requests and in time:
   At most ``max_in_flight`` requests are outstanding; a request due beyond that is not
   sent and counted as ``client_backlog`` error.
 * **fixed concurrency** (closed loop): ``concurrency`` workers send back to back.
+* **windows** (a soak): the fixed-rate open loop on one schedule for several consecutive
+  windows (e.g. minutes), one result per window, with a callback at each window's end.
 
 Bodies are encoded before the run and cycled, so the client does no JSON work while
 measuring. The default client is a minimal keep-alive HTTP/1.1 client on asyncio protocols
@@ -41,6 +43,9 @@ from synthetic.sample import generate_impressions
 
 MAX_REQUESTS = 200_000
 MAX_SECONDS = 120.0
+#: Bounds of a windowed run (:func:`run_rate_windows`): in all, and per window the ones above.
+MAX_SOAK_REQUESTS = 2_000_000
+MAX_SOAK_SECONDS = 3600.0
 
 
 def check_loopback(url: str) -> None:
@@ -306,6 +311,81 @@ async def run_rate(url: str, bodies: Sequence[bytes] | None, *, rate: float, sec
     res.ok = int(ok.sum())
     res.latencies_ms, res.sent_latencies_ms = lat[ok], sent_lat[ok]
     return res
+
+
+async def run_rate_windows(url: str, bodies: Sequence[bytes] | None, *, rate: float, windows: int,
+                           window_seconds: float, on_window: Callable[[int], None] | None = None,
+                           name: str = "", method: str = "POST", client: str = "raw", timeout: float = 5.0,
+                           max_in_flight: int = 512, headers: dict[str, str] | None = None,
+                           inspect: Callable[[int, bytes], str | None] | None = None,
+                           predictions_per_request: int = 1) -> list[LoadResult]:
+    """Open loop at ``rate`` requests/s for ``windows`` consecutive windows of ``window_seconds``
+    on one schedule (no pause between windows, one set of connections): one result per
+    window, a request counting in the window it was due in. ``on_window(k)`` is called on
+    the event loop as window ``k``'s last request is due (keep it short: it delays sending)."""
+    check_loopback(url)
+    per = int(rate * window_seconds)
+    if not 0 < per <= MAX_REQUESTS or window_seconds > MAX_SECONDS or windows < 1 \
+            or per * windows > MAX_SOAK_REQUESTS or windows * window_seconds > MAX_SOAK_SECONDS:
+        raise ValueError(f"rate x window_seconds must give 1..{MAX_REQUESTS} requests per window of at most "
+                         f"{MAX_SECONDS:g} s, and {MAX_SOAK_REQUESTS} requests within {MAX_SOAK_SECONDS:g} s in all")
+    headers = {"content-type": "application/json", **(headers or {})}
+    results = [LoadResult(f"{name or url} [{k + 1}]", "rate", rate, predictions_per_request=predictions_per_request)
+               for k in range(windows)]
+    lats = [np.full(per, np.nan) for _ in range(windows)]
+    sent = [np.full(per, np.nan) for _ in range(windows)]
+    errors: list[Counter] = [Counter() for _ in range(windows)]
+    in_flight = 0
+    pending: set[asyncio.Future] = set()
+    n = per * windows
+
+    async with HttpClient(client, min(max_in_flight, 256), timeout) as c:
+        async def fire(i: int, due: float) -> None:
+            nonlocal in_flight
+            start = time.perf_counter()
+            err = await _one(c, method, url, bodies[i % len(bodies)] if bodies else None, headers, inspect)
+            end = time.perf_counter()
+            in_flight -= 1
+            k, j = divmod(i, per)
+            if err is None:
+                lats[k][j] = (end - due) * 1000
+                sent[k][j] = (end - start) * 1000
+            else:
+                errors[k][err] += 1
+
+        cpu0 = time.process_time()
+        t0 = time.perf_counter() + 0.05
+        marks = [(t0, cpu0)]
+        i = 0
+        while i < n:
+            now = time.perf_counter()
+            while i < n and t0 + i / rate <= now:
+                if in_flight >= max_in_flight:
+                    errors[i // per]["client_backlog"] += 1
+                else:
+                    in_flight += 1
+                    task = asyncio.ensure_future(fire(i, t0 + i / rate))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                i += 1
+                if i % per == 0:  # window i // per - 1 has sent its last request
+                    marks.append((time.perf_counter(), time.process_time()))
+                    if on_window is not None:
+                        on_window(i // per - 1)
+            if i < n:
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+        if pending:
+            await asyncio.gather(*pending)
+        end = time.perf_counter()
+    for k, res in enumerate(results):
+        ok = ~np.isnan(lats[k])
+        res.requests = per
+        res.errors = errors[k]
+        res.ok = int(ok.sum())
+        res.latencies_ms, res.sent_latencies_ms = lats[k][ok], sent[k][ok]
+        res.seconds = (end if k == windows - 1 else marks[k + 1][0]) - marks[k][0]
+        res.client_cpu_seconds = marks[k + 1][1] - marks[k][1]
+    return results
 
 
 async def run_concurrency(url: str, bodies: Sequence[bytes] | None, *, concurrency: int, seconds: float,
