@@ -22,6 +22,7 @@ bidder's logging day); ``event_time`` is the record's own timestamp.
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,8 @@ from feature_store import tables
 from feature_store.parse import LineError, clip_raw, parse_click, parse_impression
 from shared import catalog
 from shared.config import Settings
-from shared.errors import ConfigurationError, MissingInputError
+from shared.errors import ConfigurationError, InputError, MissingInputError
+from shared.limits import MiB, too_large
 from shared.openrtb import RAW_FIELD_NAMES
 
 if TYPE_CHECKING:
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Largest hourly log file ingested: each file is read whole (one row, then split into lines in
+#: the Python worker), so one file's size bounds a task's memory. A larger file is refused
+#: before anything is read or written (:class:`InputError`).
+MAX_LOG_FILE_BYTES = 256 * MiB
 
 
 def _micros(t: datetime) -> int:
@@ -109,9 +115,15 @@ def _parse_click_files(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.Reco
 
 
 def day_files(raw_dir: Path, kind: str, day: date) -> list[str]:
-    """The hourly ``.jsonl`` files of one day's ``kind`` folder (impressions or clicks), sorted."""
+    """The hourly ``.jsonl`` files of one day's ``kind`` folder (impressions or clicks), sorted;
+    :class:`InputError` if one is larger than :data:`MAX_LOG_FILE_BYTES` (each is read whole)."""
     folder = raw_dir / kind / f"date={day.isoformat()}"
-    return sorted(str(p) for p in folder.glob("hour=*.jsonl")) if folder.is_dir() else []
+    files = sorted(str(p) for p in folder.glob("hour=*.jsonl")) if folder.is_dir() else []
+    for f in files:
+        if (size := os.path.getsize(f)) > MAX_LOG_FILE_BYTES:
+            raise too_large(f"log file {f}", size, MAX_LOG_FILE_BYTES, InputError,
+                            "split it into several hour=*.jsonl files (MAX_LOG_FILE_BYTES)")
+    return files
 
 
 def _read_files(spark: "SparkSession", files: list[str]) -> "DataFrame":

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InputError
+from shared.limits import MiB, format_size
 from shared.openrtb import MappingError, impression_fields, request_impressions
 
 #: Quarantine reason codes (stable: dashboards and tests count by them).
@@ -25,9 +26,13 @@ REASONS = (
     "missing_field",
     "wrong_type",
     "invalid",
+    "line_too_long",
 )
 
 RAW_LINE_LIMIT = 4096  # bytes of an offending line kept in quarantine
+#: Longest log line parsed (an impression line is a few KiB): a longer one is quarantined as
+#: ``line_too_long`` without being parsed.
+MAX_LINE_BYTES = 1 * MiB
 
 
 class LineError(InputError):
@@ -52,7 +57,13 @@ def parse_timestamp(value: Any, where: str = "timestamp") -> datetime:
 
 
 def load_object(line: bytes | str) -> dict[str, Any]:
-    """One log line as a JSON object; :class:`LineError` when it is invalid, truncated or not an object."""
+    """One log line as a JSON object; :class:`LineError` when it is too long, invalid, truncated or
+    not an object."""
+    if len(line) > MAX_LINE_BYTES // 4:  # a str of n characters is n..4n bytes of UTF-8
+        size = len(line) if isinstance(line, bytes) else len(line.encode("utf-8", "replace"))
+        if size > MAX_LINE_BYTES:
+            raise LineError("line_too_long", f"line is {size:,} bytes, over the {format_size(MAX_LINE_BYTES)} "
+                                             "limit (MAX_LINE_BYTES)")
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:

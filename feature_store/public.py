@@ -60,7 +60,8 @@ Bad lines go to ``criteo_quarantine`` / ``avazu_quarantine`` (the schema of
 file, line number, reason, message and the raw line (clipped). They are separate
 tables, not the ingest's ``quarantine`` table, because the ingest replaces whole
 ``date`` partitions of that table regardless of ``source``. Reasons, first that applies:
-``blank_line``; ``wrong_column_count``; ``missing_id`` (Avazu); ``bad_label`` (label /
+``line_too_long`` (over ``MAX_IMPORT_LINE_BYTES``); ``blank_line``; ``wrong_column_count``;
+``missing_id`` (Avazu); ``bad_label`` (label /
 click not exactly ``0`` or ``1``); ``bad_hour`` (Avazu: not a valid YYMMDDHH);
 ``bad_integer`` (a non-empty value of an integer column, Criteo's ``Id`` included, that
 is not a 64-bit integer; the message names the first such column). Criteo quarantine rows
@@ -94,6 +95,7 @@ from feature_store.parse import RAW_LINE_LIMIT
 from shared import catalog
 from shared.config import Settings
 from shared.errors import ConfigurationError, InputError
+from shared.limits import KiB, format_size
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -115,6 +117,10 @@ AVAZU_STRINGS = ("site_id", "site_domain", "site_category", "app_id", "app_domai
 #: The columns of the Kaggle ``train`` file, in its order (lower-cased).
 AVAZU_COLUMNS = ("id", "click", "hour", "c1", "banner_pos") + AVAZU_STRINGS + \
     ("device_type", "device_conn_type") + tuple(f"c{k}" for k in range(14, 22))
+
+#: Longest line imported (a Criteo or Avazu line is a few hundred bytes): a longer data line is
+#: quarantined as ``line_too_long``; a longer line 1 refuses the file before anything is written.
+MAX_IMPORT_LINE_BYTES = 64 * KiB
 
 _INTEGER = r"^[+-]?[0-9]+$"
 _HOUR = r"^[0-9]{8}$"
@@ -190,6 +196,9 @@ def detect_layout(source: str, first_line: str | None) -> Layout:
         raise ConfigurationError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if first_line is None:
         raise LayoutError(f"the {source} file is empty")
+    if len(first_line.encode("utf-8", "replace")) > MAX_IMPORT_LINE_BYTES:
+        raise LayoutError(f"line 1 is longer than the {format_size(MAX_IMPORT_LINE_BYTES)} line limit: not a "
+                          f"{source} text file (MAX_IMPORT_LINE_BYTES)")
     line = first_line.lstrip("\ufeff")
     if source == AVAZU:
         names = _header_names(line.split(","), AVAZU, AVAZU_COLUMNS, ())
@@ -268,7 +277,8 @@ def _numbered_lines(spark: "SparkSession", path: str) -> tuple["DataFrame", str,
     )
     stats = (lines.groupBy("source_file", "block")
              .agg(F.min("pos").alias("first_pos"), F.count("*").alias("n"),
-                  F.min_by("value", "pos").alias("first_line"))
+                  # line 1 goes to the driver: at most MAX_IMPORT_LINE_BYTES + 1 characters of it
+                  F.min_by(F.substring("value", 1, MAX_IMPORT_LINE_BYTES + 1), "pos").alias("first_line"))
              .collect())
     files = sorted({r.source_file for r in stats})
     if len(files) > 1:
@@ -337,12 +347,15 @@ def _bad_integer_rule(layout: Layout, names: tuple[str, ...]) -> tuple["Column",
 
 
 def _shape_checks(layout: Layout) -> list[tuple["Column", str, "Column"]]:
-    """(condition, reason, message) rules every layout starts with: blank line, column count."""
+    """(condition, reason, message) rules every layout starts with: line length, blank line, column count."""
     from pyspark.sql import functions as F
 
     sep = "tab" if layout.delimiter == "\t" else "comma"
     k = len(layout.columns)
     return [
+        (F.octet_length("value") > MAX_IMPORT_LINE_BYTES, "line_too_long",
+         F.format_string(f"line is %d bytes, over the {format_size(MAX_IMPORT_LINE_BYTES)} limit",
+                         F.octet_length("value"))),
         (F.trim(F.col("value")) == "", "blank_line", F.lit("blank line")),
         (F.size("_f") != k, "wrong_column_count",
          F.format_string(f"expected {k} {sep}-separated fields, got %d", F.size("_f"))),
@@ -461,6 +474,7 @@ def _replace(df: "DataFrame", path: str, dates: list[str], source_file: str) -> 
         predicate = f"date IN ({', '.join(_sql_string(d) for d in dates)}) OR {predicate}"
     (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
      .partitionBy("date").save(path))
+    tables.committed(path)
     return tables.latest_version(df.sparkSession, path)
 
 
@@ -551,7 +565,7 @@ def first_line_of_local_file(path) -> str | None:
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rb") as fh:
-        raw = fh.readline(1 << 20)
+        raw = fh.readline(MAX_IMPORT_LINE_BYTES + 1)  # one byte more: detect_layout refuses a longer line
     if not raw:
         return None
     return raw.decode("utf-8", "replace").rstrip("\r\n")

@@ -2,14 +2,17 @@
 
 Every job replaces whole partitions with ``replaceWhere`` in a single Delta
 commit, so a job killed midway leaves the previous version intact and running a
-day twice gives the same table.
+day twice gives the same table. After each commit a job passes the phase
+``delta.<table>`` (:func:`committed`), where fault-injection tests kill it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from shared import catalog
+from shared.faults import phase
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
@@ -44,6 +47,11 @@ def latest_version(spark: "SparkSession", path: str) -> int:
     return int(first_row(DeltaTable.forPath(spark, path).history(1).select("version"))[0])
 
 
+def committed(path: str) -> None:
+    """Mark a Delta commit to the table at ``path`` as done (the phase ``delta.<table name>``)."""
+    phase(f"delta.{Path(path).name}")
+
+
 def replace_partitions(df: "DataFrame", path: str, column: str, values: Iterable[str]) -> int:
     """Replace the partitions ``column IN values`` of the Delta table at ``path`` with ``df``
     in one commit (creating the table partitioned by ``column`` if needed); returns the
@@ -59,10 +67,13 @@ def replace_partitions(df: "DataFrame", path: str, column: str, values: Iterable
         .partitionBy(column)
         .save(path)
     )
+    committed(path)
     return latest_version(df.sparkSession, path)
 
 
 def append(df: "DataFrame", path: str) -> int:
-    """Append ``df`` to the Delta table at ``path``; returns the new version."""
-    df.write.format("delta").mode("append").save(path)
+    """Append ``df`` to the Delta table at ``path`` (a column the table lacks is added: run
+    logs gain columns across releases); returns the new version."""
+    df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
+    committed(path)
     return latest_version(df.sparkSession, path)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from monitoring import tables
 from shared.config import Settings
 from shared.errors import ConfigurationError, MissingInputError
+from shared.limits import MiB, read_text_limited
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ctr.monitoring.alerts")
 
 DEFAULT_RULES = Path(__file__).with_name("alert_rules.toml")
+#: Largest alert-rules TOML file read: :class:`ConfigurationError` above it.
+MAX_RULES_BYTES = 1 * MiB
 SOURCES = {"metrics": tables.METRICS, "feature_drift": tables.FEATURE_DRIFT, "param_drift": tables.PARAM_DRIFT}
 KINDS = ("range", "above", "below", "relative_increase")
 
@@ -127,7 +130,7 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
     """Read and validate a rules file (default ``monitoring/alert_rules.toml``)."""
     path = Path(path) if path else DEFAULT_RULES
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(read_text_limited(path, MAX_RULES_BYTES, "alert rules file", ConfigurationError))
     except FileNotFoundError:
         raise MissingInputError(f"alert rules file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:

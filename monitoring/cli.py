@@ -10,8 +10,11 @@ from pathlib import Path
 from shared.argtypes import iso_date
 from shared.model.registry import DEFAULT_MODEL_NAME
 from shared.errors import ConfigurationError, MissingInputError
+from shared.limits import MiB, read_text_limited
 
 DASHBOARD_PORT = 8090  # `ctr serve` has 8080
+#: Largest ``ctr schedule --policy`` TOML file read: :class:`ConfigurationError` above it.
+MAX_POLICY_BYTES = 1 * MiB
 
 
 def _timestamp(text: str) -> datetime:
@@ -199,7 +202,7 @@ def _policy(args):
     values = {}
     if args.policy:
         try:
-            doc = tomllib.loads(args.policy.read_text(encoding="utf-8"))
+            doc = tomllib.loads(read_text_limited(args.policy, MAX_POLICY_BYTES, "policy file", ConfigurationError))
         except FileNotFoundError:
             raise MissingInputError(f"policy file {args.policy} does not exist") from None
         except tomllib.TOMLDecodeError as exc:

@@ -11,8 +11,10 @@ retrain runs :func:`training.pipeline.train_from_warehouse` on the newest window
 labels are final; an update runs :func:`training.pipeline.update_from_champion` over the
 final days after the champion's data, tested on the newest final day. Either is bracketed
 by two ``attempt`` rows (``running``, then ``succeeded`` or ``failed`` with the wall time,
-the version and the error; the ``command`` says which); a ``running`` attempt older than
-``STALE_ATTEMPT_HOURS`` is taken as failed (its process died). ``--dry-run`` records the
+the version and the error; the ``command`` says which). A ``running`` attempt whose process
+is gone (its row names host, pid and the process's start time) was killed: it counts as
+``interrupted``, retried at once up to the retry cap; one whose process cannot be checked (another
+host) is taken as failed after ``STALE_ATTEMPT_HOURS``. ``--dry-run`` records the
 decision and prints the ``ctr train`` command instead. :func:`run_forever` repeats the
 whole on an interval (``ctr schedule --every SECONDS``).
 """
@@ -21,13 +23,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import socket
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from feature_store import tables as warehouse
@@ -48,9 +53,34 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _start_ticks(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, /proc/PID/stat field 22), or
+    None when no such process runs: with the pid it names one process, even after pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_owner() -> str:
+    """This process, as a running attempt's row records it: ``"<host> <pid> <start ticks>"``."""
+    return f"{socket.gethostname()} {os.getpid()} {_start_ticks(os.getpid())}"
+
+
+def owner_gone(owner: str | None) -> bool:
+    """Whether the process that wrote a running attempt is known to be gone (it was on this
+    host and no process with its pid and start time runs); False when it cannot be told."""
+    parts = (owner or "").split()
+    if len(parts) != 3 or parts[0] != socket.gethostname():
+        return False
+    return _start_ticks(int(parts[1])) != parts[2]
+
+
 def own_attempts(rows: list[dict], now: datetime) -> tuple[Attempt, ...]:
     """The scheduler's attempts (oldest first) from its ``attempt`` rows: the last row per
-    attempt wins; a ``running`` one older than STALE_ATTEMPT_HOURS counts as failed."""
+    attempt wins; a ``running`` one whose process is gone is ``interrupted``, one that cannot
+    be checked counts as failed once older than STALE_ATTEMPT_HOURS."""
     latest: dict[str, dict] = {}
     for r in sorted((r for r in rows if r["action"] == "attempt"), key=lambda r: r["decided_at"]):
         first = latest.get(r["decision_id"], r)
@@ -58,7 +88,9 @@ def own_attempts(rows: list[dict], now: datetime) -> tuple[Attempt, ...]:
     out = []
     for r in sorted(latest.values(), key=lambda r: r["_started"]):
         status = r["attempt_status"]
-        if status == "running" and now - r["_started"] > timedelta(hours=STALE_ATTEMPT_HOURS):
+        if status == "running" and owner_gone(r.get("attempt_owner")):
+            status = "interrupted"
+        elif status == "running" and now - r["_started"] > timedelta(hours=STALE_ATTEMPT_HOURS):
             status = "failed"
         kind = UPDATE if " --update" in (r.get("command") or "") else RETRAIN
         out.append(Attempt(r["_started"], status, r["attempt_seconds"], kind))
@@ -198,7 +230,8 @@ def _record(spark, settings, model_name: str, *, decision_id: str, action: str, 
                            else None),
         "retry_at": decision.retry_at if decision else None,
         "dry_run": dry_run, "attempt_status": status, "attempt_seconds": seconds,
-        "attempt_version": version, "attempt_error": error[-2000:], "command": command, "date": now.date(),
+        "attempt_version": version, "attempt_error": error[-2000:], "command": command,
+        "attempt_owner": process_owner() if status == "running" else "", "date": now.date(),
     }
     tables.write(spark, settings, tables.SCHEDULE_DECISIONS,
                  tables.arrow_table(tables.SCHEDULE_DECISIONS, [row]), [now.date().isoformat()], mode="append")

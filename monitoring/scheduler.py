@@ -7,9 +7,10 @@ one adds a line to ``reasons``, so a decision explains itself):
 
 1. **In progress**: a training attempt is running -> wait.
 2. **Failures**: after ``k`` consecutive failed attempts the next one waits
-   ``backoff_base_minutes * 2**(k-1)`` (at most ``backoff_max_hours``); after ``max_retries``
-   consecutive failures the scheduler gives up until a person runs a training (a success
-   resets the count).
+   ``backoff_base_minutes * 2**(k-1)`` (at most ``backoff_max_hours``); an attempt whose
+   process was killed (``interrupted``) counts as a failure but is retried at once (the kill
+   says nothing about the data); after ``max_retries`` consecutive failures the scheduler
+   gives up until a person runs a training (a success resets the count).
 3. **Triggers**: no model in production; age since the last full retrain over
    ``max_age_hours`` (halved when the last retrain moved the weights by more than
    ``param_drift_threshold`` relative L2 — the data is moving fast); normalized entropy up
@@ -99,7 +100,7 @@ class Attempt:
     """One training attempt made by the scheduler (newest last in ``Inputs.attempts``)."""
 
     started_at: datetime
-    status: str  # "succeeded" | "failed" | "running"
+    status: str  # "succeeded" | "failed" | "running" | "interrupted" (its process was killed)
     seconds: float | None = None
     kind: str = RETRAIN  # "retrain" | "update"
 
@@ -160,7 +161,7 @@ class Decision:
 def _consecutive_failures(attempts: tuple[Attempt, ...]) -> list[Attempt]:
     out = []
     for a in reversed(attempts):
-        if a.status != "failed":
+        if a.status not in ("failed", "interrupted"):
             break
         out.append(a)
     return out
@@ -214,13 +215,18 @@ def decide(inputs: Inputs, policy: Policy = Policy()) -> Decision:
                            "giving up until a training succeeds (run `ctr train` by hand after fixing the cause)")
             return result(GIVE_UP)
         retry_at = failed[0].started_at + backoff(len(failed), policy)
-        if inputs.now < retry_at:
+        if failed[0].status == "interrupted":
+            reasons.append(f"retry {len(failed) + 1} of {policy.max_retries}: the last attempt's process was "
+                           "killed (interrupted), retrying without backoff")
+            retry_at = None
+        elif inputs.now < retry_at:
             blockers.append("backoff")
             reasons.append(f"{len(failed)} consecutive failed attempt(s): backing off "
                            f"{backoff(len(failed), policy)} until {retry_at:%Y-%m-%d %H:%M}")
             return result(WAIT, retry_at=retry_at)
-        reasons.append(f"retry {len(failed) + 1} of {policy.max_retries} after {len(failed)} failure(s): "
-                       f"backoff ended {retry_at:%Y-%m-%d %H:%M}")
+        else:
+            reasons.append(f"retry {len(failed) + 1} of {policy.max_retries} after {len(failed)} failure(s): "
+                           f"backoff ended {retry_at:%Y-%m-%d %H:%M}")
 
     # 3. triggers
     age_h = model_age_h = None

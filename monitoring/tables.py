@@ -77,6 +77,7 @@ def write(spark: "SparkSession", settings: Settings, name: str, table: pa.Table,
             version = warehouse.append(df, path)
         else:
             df.write.format("delta").partitionBy(column).save(path)
+            warehouse.committed(path)
             version = warehouse.latest_version(spark, path)
     else:
         raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
@@ -93,15 +94,19 @@ def read(spark: "SparkSession", settings: Settings, name: str, where: str | None
     df = spark.read.format("delta").load(path)
     if where:
         df = df.filter(where)
-    out = df.select(*SCHEMAS[name].names).toArrow()
+    out = df.select(*(c for c in SCHEMAS[name].names if c in df.columns)).toArrow()
     return _conform(out, SCHEMAS[name])
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Spark hands timestamps back without a zone (session zone UTC) and may relax
-    nullability; cast to the declared schema."""
+    nullability; cast to the declared schema (a column added since the table was written
+    reads as nulls)."""
     cols = []
     for field in schema:
+        if field.name not in table.column_names:
+            cols.append(pa.nulls(table.num_rows, field.type))
+            continue
         col = table.column(field.name)
         if pa.types.is_timestamp(field.type) and col.type != field.type:
             col = col.cast(pa.timestamp("us")).cast(field.type) if col.type.tz is None else col.cast(field.type)

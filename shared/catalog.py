@@ -376,11 +376,12 @@ SCHEDULE_DECISIONS = Table("schedule_decisions", _columns(
     ("expected_value", "double"),
     ("retry_at", "timestamp"),
     ("dry_run", "boolean"),
-    ("attempt_status", "string"),  # for action "attempt": "succeeded" | "failed"
+    ("attempt_status", "string"),  # for action "attempt": "running", then "succeeded" | "failed"
     ("attempt_seconds", "double"),
     ("attempt_version", "string"),
     ("attempt_error", "string"),
     ("command", "string"),
+    ("attempt_owner", "string"),  # for a running attempt: "<host> <pid> <process start ticks>"
     ("date", "date"),  # partition: the day decided
 ), partition_by=("date",))
 

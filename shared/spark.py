@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from shared.config import Settings
 from shared.errors import ConfigurationError
+from shared.limits import read_tail
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -28,6 +29,8 @@ class SparkStartError(ConfigurationError, RuntimeError):
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+#: How much of the end of the JVM's log a failed start reads for its hint (the log only grows).
+LOG_TAIL_BYTES = 64 * 1024
 
 #: Seconds the last :func:`get_spark` call took to build a new session (None if reused).
 last_start_seconds: float | None = None
@@ -147,7 +150,7 @@ def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | Non
             spark = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise a variety of types here
         text = str(exc)
-        log_tail = log_path.read_text(errors="replace")[-20000:] if log_path.exists() else ""
+        log_tail = read_tail(log_path, LOG_TAIL_BYTES) if log_path.exists() else ""
         if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
             hint = "Spark needs Java 17+: install a JDK (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
         elif "UNRESOLVED DEPENDENCIES" in log_tail or "unresolved dependency" in log_tail:

@@ -8,16 +8,13 @@ timestamps."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from faults_support import ctr, random_delay, report, skip_unless_in_default
 from training_support import FTRL_FIXED_SPACE
 from warehouse_support import START, tiny_warehouse
 
@@ -41,24 +38,10 @@ def setup(spark, tmp_path_factory):
 
 
 def _train(setup, model: str, kill_at: str | None = None, kill_after: float | None = None):
-    """``ctr train`` in its own process; returns (exit code, phases reached)."""
+    """``ctr train`` in its own process; returns the run (exit code, phases reached, output)."""
     settings, space, spec, folder = setup
-    log = folder / f"{model}-{time.monotonic_ns()}.phases"
-    env = {**os.environ, "CTR_PHASE_LOG": str(log)}
-    env.pop("CTR_KILL_AT", None)
-    if kill_at:
-        env["CTR_KILL_AT"] = kill_at
-    cmd = [sys.executable, "-m", "ctr.cli", "--home", str(settings.home), "train", "--start", START.isoformat(),
-           "--train-days", "2", "--spec", str(spec), "--search-space", str(space), "--model-name", model, "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if kill_after is not None:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    out, _ = proc.communicate(timeout=600)
-    phases = log.read_text().split() if log.exists() else []
-    return proc.returncode, phases, out
+    return ctr(settings.home, "train", "--start", START.isoformat(), "--train-days", "2", "--spec", str(spec),
+               "--search-space", str(space), "--model-name", model, "--quiet", kill_at=kill_at, kill_after=kill_after)
 
 
 def _versions(settings, model):
@@ -79,9 +62,9 @@ def _champion_weights(settings, model):
 def clean(setup):
     """An uninterrupted run: the state every interrupted-then-rerun one must reach."""
     started = time.perf_counter()
-    rc, phases, out = _train(setup, "faults-clean")
-    assert rc == 0, out
-    assert phases == ["train.saved", "train.logged", "train.registered", "train.promoted"]
+    run = _train(setup, "faults-clean")
+    assert run.returncode == 0, run.output
+    assert run.phases == ["train.saved", "train.logged", "train.registered", "train.promoted"]
     return _champion_weights(setup[0], "faults-clean"), time.perf_counter() - started
 
 
@@ -100,12 +83,11 @@ def _assert_recovered(settings, model, clean_weights):
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_killed_training_leaves_nothing_servable_half_done_and_a_rerun_completes(setup, clean, phase):
-    if phase not in DEFAULT_PHASES and not os.environ.get("CTR_FAULTS_FULL"):
-        pytest.skip(f"the full kill matrix runs with CTR_FAULTS_FULL=1 (make test kills at {', '.join(DEFAULT_PHASES)})")
+    skip_unless_in_default(phase, DEFAULT_PHASES)
     settings = setup[0]
     model = f"faults-{phase.replace('.', '-')}"
-    rc, phases, out = _train(setup, model, kill_at=phase)
-    assert rc == -9 and phases[-1] == phase, out
+    killed = _train(setup, model, kill_at=phase)
+    assert killed.killed and killed.phases[-1] == phase, killed.output
     before = _versions(settings, model)
     if phase in ("train.saved", "train.logged"):
         assert before == []  # nothing registered
@@ -114,24 +96,24 @@ def test_killed_training_leaves_nothing_servable_half_done_and_a_rerun_completes
         # killed before the alias moved: nothing to serve; killed after: the alias is the only effect
         assert bool(before[0]["aliases"]) == (phase == "train.promoted")
 
-    rc, _, out = _train(setup, model)
-    assert rc == 0, out
+    rerun = _train(setup, model)
+    assert rerun.returncode == 0, rerun.output
     decisions = _assert_recovered(settings, model, clean[0])
     expected = {"train.saved": ["promoted"], "train.logged": ["promoted"],
                 "train.registered": ["interrupted", "promoted"],
                 # the alias had moved: the version was promoted, the re-run's ties it (not better by the margin)
                 "train.promoted": ["promoted", "rejected"]}[phase]
+    report("train", phase, killed, decisions == expected, f"versions {decisions}")
     assert decisions == expected
 
 
 def test_killed_at_a_seeded_random_time(setup, clean):
     settings = setup[0]
-    delay = random.Random(20261202).uniform(0.3, 1.0) * clean[1]
-    rc, phases, out = _train(setup, "faults-random", kill_after=delay)
-    print(f"killed after {delay:.1f} s, last phase reached: {phases[-1] if phases else 'none'} (exit {rc})")
-    rc, _, out = _train(setup, "faults-random")
-    assert rc == 0, out
+    killed = _train(setup, "faults-random", kill_after=random_delay(clean[1], "train"))
+    rerun = _train(setup, "faults-random")
+    assert rerun.returncode == 0, rerun.output
     _assert_recovered(settings, "faults-random", clean[0])
+    report("train", "random", killed, True)
 
 
 def test_phase_hook_is_inert_without_its_environment(tmp_path, monkeypatch):

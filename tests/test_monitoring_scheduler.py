@@ -152,6 +152,29 @@ def test_attempt_history_from_decision_rows():
     ]
 
 
+def test_a_killed_attempt_is_interrupted_and_retried_at_once_up_to_the_cap():
+    import subprocess
+
+    from monitoring.schedule_job import owner_gone, process_owner
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = process_owner().split()[0]
+    assert not owner_gone(process_owner())  # this process runs
+    assert owner_gone(f"{host} {dead.pid} 1")  # exited (or its pid reused by a process started later)
+    assert not owner_gone(f"another-host {dead.pid} 1") and not owner_gone("")  # cannot be told
+    rows = [{"decision_id": "k", "action": "attempt", "decided_at": NOW - hours(1), "attempt_status": "running",
+             "attempt_seconds": None, "attempt_owner": f"{host} {dead.pid} 1"}]
+    assert [a.status for a in own_attempts(rows, NOW)] == ["interrupted"]
+
+    bad = inputs(ne_recent=0.9)
+    once = decide(Inputs(**{**bad.__dict__, "attempts": (Attempt(NOW - timedelta(minutes=5), "interrupted"),)}))
+    assert once.retrain and once.retry_at is None and "backoff" not in once.blockers
+    assert any("retry 2 of 5" in r and "interrupted" in r for r in once.reasons)
+    killed = tuple(Attempt(NOW - hours(5 - k), "interrupted") for k in range(5))
+    assert decide(Inputs(**{**bad.__dict__, "attempts": killed})).action == "give_up"
+
+
 # -- the second, cheap action: a warm-started update ------------------------------------------
 
 def updatable(**kw) -> Inputs:

@@ -215,6 +215,28 @@ def test_avazu_counts_dedup_quarantine_and_idempotent_reimport(spark, tmp_path, 
     assert [(x["line_number"], x["reason"]) for x in again] == [(x["line_number"], x["reason"]) for x in quarantine]
 
 
+def test_a_line_over_the_limit_is_quarantined_and_line_1_refuses_the_file(spark, tmp_path, spark_settings,
+                                                                          monkeypatch):
+    """``MAX_IMPORT_LINE_BYTES`` (64 KiB; 1,000 bytes here): a longer data line is quarantined as
+    ``line_too_long``, counted and numbered like any other; a longer line 1 refuses the file."""
+    from feature_store import public
+
+    monkeypatch.setattr(public, "MAX_IMPORT_LINE_BYTES", 1000)
+    settings = replace(spark_settings, home=tmp_path)
+    long_line = criteo_line("1", cats={"c3": "é" * 600})  # 600 characters, 1,200 bytes of it
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join([criteo_line("0"), long_line, criteo_line("1")]) + "\n")
+    r = import_file(spark, settings, "criteo", str(path), days=1)
+    assert (r.records_read, r.observations, r.quarantined, r.quarantine_reasons) == (3, 2, 1, {"line_too_long": 1})
+    [q] = table(spark, settings, "criteo_quarantine").collect()
+    size = len(long_line.encode())
+    assert (q.line_number, q.reason, q.message) == (2, "line_too_long", f"line is {size} bytes, over the 1000 bytes limit")
+    assert q.raw == long_line  # the raw column keeps its own clip (RAW_LINE_LIMIT)
+    path.write_text("\n".join([long_line, criteo_line("0")]) + "\n")
+    with pytest.raises(LayoutError, match="line 1 is longer than the 1000 bytes line limit"):
+        import_file(spark, settings, "criteo", str(path), days=1)
+
+
 def test_cli_refuses_a_wrong_layout_before_spark_starts(tmp_path, capsys):
     path = tmp_path / "criteo.tsv"
     path.write_text(criteo_line() + "\n")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from datetime import date, datetime, timezone
@@ -15,9 +11,9 @@ import pytest
 from feature_store import stream, tables
 from feature_store.ingest import ingest_days
 from feature_store.stream import StreamOptions, run_stream
-from shared.faults import KILL_AT, PHASE_LOG
 from synthetic.config import GeneratorConfig
 from synthetic.logs import generate_logs
+from faults_support import ctr, ctr_in_process, report, skip_unless_in_default
 from ingest_support import click, imp, write
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -118,42 +114,30 @@ STREAM_PHASES = ("counted", "quarantined", "clicks_written", "merged", "recorded
 DEFAULT_PHASE = "merged"
 
 
-def _stream_process(home, raw, kill_at=None):
-    """``ctr ingest --stream --once`` in its own process (killed with SIGKILL at ``kill_at``);
-    returns once it and its JVM are gone."""
-    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, PHASE_LOG)}
-    if kill_at:
-        env[KILL_AT] = kill_at
-    cmd = [sys.executable, "-m", "ctr.cli", "--home", str(home), "ingest", "--stream", "--once",
-           "--max-files", "30", "--raw", str(raw)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    deadline = time.monotonic() + 60  # the JVM exits when its Python driver's pipe closes
-    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", f"{home}/derby"],
-                                                          capture_output=True).returncode == 0:
-        time.sleep(0.5)
-    return done
+def _stream_args(raw):
+    return ("ingest", "--stream", "--once", "--max-files", "30", "--raw", str(raw))
 
 
 @pytest.mark.parametrize("where", STREAM_PHASES)
 def test_stream_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(spark, generated, streamed, tmp_path,
                                                                              where):
     """A real ``ctr ingest --stream`` process killed with SIGKILL inside its second micro-batch,
-    then run again: every table equals the uninterrupted stream's, and the batch is recorded once
-    with the counts of an uninterrupted run."""
-    if where != DEFAULT_PHASE and not os.environ.get("CTR_FAULTS_FULL"):
-        pytest.skip(f"the full kill matrix runs with CTR_FAULTS_FULL=1 (make test kills at {DEFAULT_PHASE})")
+    then run again (in this process): every table equals the uninterrupted stream's, and the
+    batch is recorded once with the counts of an uninterrupted run."""
+    skip_unless_in_default(where, (DEFAULT_PHASE,))
     raw, _ = generated
     home = tmp_path / "home"
-    killed = _stream_process(home, raw, kill_at=f"stream.{where}.1")
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    rerun = _stream_process(home, raw)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    killed = ctr(home, *_stream_args(raw), kill_at=f"stream.{where}.1")
+    assert killed.killed and killed.phases[-1] == f"stream.{where}.1", killed.output
+    assert ctr_in_process(home, *_stream_args(raw)) == 0
     settings = replace(streamed[0], home=home)
-    assert observations(spark, settings) == observations(spark, streamed[0])
-    assert quarantine(spark, settings) == quarantine(spark, streamed[0])
     counts = lambda rows: sorted((r.batch_id, r.records_read, r.observations, r.duplicates, r.quarantined,  # noqa: E731
                                   r.clicks_attributed, r.labels_updated) for r in rows)
-    assert counts(batches(spark, settings)) == counts(batches(spark, streamed[0]))
+    same = (observations(spark, settings) == observations(spark, streamed[0])
+            and quarantine(spark, settings) == quarantine(spark, streamed[0])
+            and counts(batches(spark, settings)) == counts(batches(spark, streamed[0])))
+    report("ingest --stream", f"stream.{where}.1", killed, same)
+    assert same
 
 
 D = date(2026, 1, 5)

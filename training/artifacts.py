@@ -37,6 +37,8 @@ from shared.model.format import (  # noqa: F401  (re-exported: the format's name
     write_model_dir,
 )
 from shared.model.scoring import sigmoid  # noqa: F401  (re-exported)
+from shared.featurize.spec import MAX_SPEC_BYTES, SpecError
+from shared.limits import read_bytes_limited
 
 __all__ = [
     "AGGREGATES_FILE", "CHECKSUMS_FILE", "ENGINE_STATE_FILE", "FORMAT", "FORMAT_VERSION", "META_FILE", "MODEL_FILES",
@@ -58,10 +60,10 @@ def _spec_bytes(spec_path_or_text) -> bytes:
     if isinstance(spec_path_or_text, bytes):
         return spec_path_or_text
     if isinstance(spec_path_or_text, os.PathLike):
-        return Path(spec_path_or_text).read_bytes()
+        return read_bytes_limited(spec_path_or_text, MAX_SPEC_BYTES, "feature spec", SpecError)
     if isinstance(spec_path_or_text, str):
         if "\n" not in spec_path_or_text and Path(spec_path_or_text).is_file():
-            return Path(spec_path_or_text).read_bytes()
+            return read_bytes_limited(spec_path_or_text, MAX_SPEC_BYTES, "feature spec", SpecError)
         return spec_path_or_text.encode("utf-8")
     raise TypeError(f"spec must be a path or TOML text, got {type(spec_path_or_text).__name__}")
 

@@ -45,13 +45,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, MissingInputError
 from shared.featurize.spec import MAX_BITS, MIN_BITS
+from shared.limits import MiB, read_text_limited
 from training.metrics import evaluate
 from training.engines import ENGINES, make_estimator, supports_deadline
 from training.params import Interval, Options
 
 DEFAULT_SPACE = Path(__file__).with_name("search_space.toml")
+#: Largest search-space TOML file read (the shipped one is ~2 KiB): :class:`SearchSpaceError` above it.
+MAX_SEARCH_SPACE_BYTES = 1 * MiB
 
 
 
@@ -300,7 +303,11 @@ def load_search_space(path=None) -> SearchSpace:
     """Read a search-space file (default: the shipped ``training/search_space.toml``)."""
     path = Path(path) if path else DEFAULT_SPACE
     try:
-        return parse_search_space(path.read_text(encoding="utf-8"))
+        text = read_text_limited(path, MAX_SEARCH_SPACE_BYTES, "search space", SearchSpaceError)
+    except FileNotFoundError:
+        raise MissingInputError(f"search space file {path} does not exist") from None
+    try:
+        return parse_search_space(text)
     except SearchSpaceError as exc:
         raise SearchSpaceError(f"{path}: {exc}") from None
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from feature_store.tables import committed
 from shared import catalog
 from shared.config import Settings
 
@@ -96,6 +97,7 @@ def merge_rows(spark: "SparkSession", settings: Settings, rows: "DataFrame", tab
      .whenMatchedUpdate(condition=f"t.status = '{FAILED}'", set=updates)
      .whenNotMatchedInsertAll()
      .execute())
+    committed(path)
 
 
 def append_new_rows(spark: "SparkSession", settings: Settings, rows: "DataFrame", *, run_id: str,
@@ -117,3 +119,4 @@ def append_new_rows(spark: "SparkSession", settings: Settings, rows: "DataFrame"
     if txn_version is not None:
         writer = writer.option("txnAppId", f"ctr-segments:{run_id}").option("txnVersion", int(txn_version))
     writer.mode("append").save(path)
+    committed(path)

@@ -57,11 +57,14 @@ from typing import Any, Iterable, Mapping
 
 from shared.errors import ConfigurationError
 from shared.featurize.canonical import canonical
+from shared.limits import MiB, read_text_limited
 
 #: Version of the hashing scheme (key layout, canonical forms); part of every fingerprint.
 HASHING_SCHEME = "ctr-featurize/1"
 MIN_BITS, MAX_BITS = 18, 26
 MAX_FEATURES = 255
+#: Largest feature-spec TOML file read (a real spec is a few KiB): :class:`SpecError` above it.
+MAX_SPEC_BYTES = 1 * MiB
 KINDS = ("categorical", "multivalued", "numeric")
 TRANSFORMS = ("log_bucket", "buckets", "raw")
 SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
@@ -369,7 +372,7 @@ def load_spec(spec: "str | Path | FeatureSpec") -> FeatureSpec:
         elif not path.is_file():
             raise SpecError(f"no shipped spec named {spec!r} (shipped: {', '.join(shipped_specs())})")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_limited(path, MAX_SPEC_BYTES, "feature spec", SpecError)
     except OSError as e:
         raise SpecError(f"cannot read spec {str(path)!r}: {e.strerror or e}") from None
     return FeatureSpec.from_toml(text, str(path))

@@ -33,7 +33,9 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from shared.model.format import SEGMENTS_FILE, SEGMENTS_META, LoadedModel, ModelDirError, StrPath, load_model_dir
+from shared.limits import read_text_limited
+from shared.model.format import (MAX_MODEL_JSON_BYTES, SEGMENTS_FILE, SEGMENTS_META, LoadedModel, ModelDirError,
+                                 StrPath, load_model_dir)
 from shared.model.scoring import sigmoid, sorted_pairs_margin
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "SEGMENTS_FILE", "SEGMENTS_META", "SegmentBundle",
@@ -128,7 +130,7 @@ def load_bundle(path: StrPath, loaded: LoadedModel | None = None) -> SegmentBund
     if SEGMENTS_FILE not in loaded.checksums or SEGMENTS_META not in loaded.checksums:
         raise ModelDirError(f"{path}: not a segment bundle ({SEGMENTS_FILE} / {SEGMENTS_META} not in checksums)")
     try:
-        meta = json.loads((path / SEGMENTS_META).read_text(encoding="utf-8"))
+        meta = json.loads(read_text_limited(path / SEGMENTS_META, MAX_MODEL_JSON_BYTES, "model file", ModelDirError))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{path}: {SEGMENTS_META} is not valid JSON: {exc}") from None
     if meta.get("format") != BUNDLE_FORMAT or meta.get("format_version") != BUNDLE_FORMAT_VERSION:

@@ -46,6 +46,8 @@ import scipy.sparse as sp
 from shared.aggregates import AggregateSnapshot
 from shared.errors import ArtifactError
 from shared.featurize import FeatureSpec, SpecError
+from shared.featurize.spec import MAX_SPEC_BYTES
+from shared.limits import MiB, read_text_limited
 from shared.model.scoring import sigmoid, sparse_margin
 
 FORMAT = "ctr-sparse-lr"
@@ -58,6 +60,9 @@ AGGREGATES_FILE = "aggregates.parquet"
 SEGMENTS_FILE = "segments.npz"
 SEGMENTS_META = "segments.json"
 ENGINE_STATE_FILE = "engine_state.npz"
+#: Largest JSON file of a model directory read (checksums.json, model.json, segments.json):
+#: :class:`ModelDirError` above it. The spec file has the spec's own limit (``MAX_SPEC_BYTES``).
+MAX_MODEL_JSON_BYTES = 64 * MiB
 
 APPLY = "apply"    # a scorer must apply the part: a reader that cannot must refuse the model
 IGNORE = "ignore"  # a scorer may ignore the part (it is still checksummed)
@@ -220,7 +225,8 @@ def verify_model_dir(model_dir: StrPath) -> dict[str, str]:
     if not model_dir.is_dir():
         raise ModelDirError(f"model directory {model_dir} does not exist")
     try:
-        checksums = json.loads((model_dir / CHECKSUMS_FILE).read_text(encoding="utf-8"))
+        checksums = json.loads(read_text_limited(model_dir / CHECKSUMS_FILE, MAX_MODEL_JSON_BYTES, "model file",
+                                                 ModelDirError))
     except FileNotFoundError:
         raise ModelDirError(f"{model_dir}: {CHECKSUMS_FILE} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -354,7 +360,7 @@ def load_model_dir(model_dir: StrPath) -> LoadedModel:
     model_dir = Path(model_dir)
     checksums = verify_model_dir(model_dir)
     try:
-        meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+        meta = json.loads(read_text_limited(model_dir / META_FILE, MAX_MODEL_JSON_BYTES, "model file", ModelDirError))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{model_dir}: {META_FILE} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
@@ -398,7 +404,7 @@ def load_model_dir(model_dir: StrPath) -> LoadedModel:
         indices=indices,
         weights=weights,
         dense_weights=dense,
-        spec_text=(model_dir / SPEC_FILE).read_text(encoding="utf-8"),
+        spec_text=read_text_limited(model_dir / SPEC_FILE, MAX_SPEC_BYTES, "model file", ModelDirError),
         metadata=meta,
         checksums=checksums,
         parts=roles,
