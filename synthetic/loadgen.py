@@ -261,55 +261,12 @@ async def run_rate(url: str, bodies: Sequence[bytes] | None, *, rate: float, sec
                    inspect: Callable[[int, bytes], str | None] | None = None,
                    predictions_per_request: int = 1) -> LoadResult:
     """Open loop at ``rate`` requests/s for ``seconds``."""
-    check_loopback(url)
-    n = int(rate * seconds)
-    if not 0 < n <= MAX_REQUESTS or seconds > MAX_SECONDS:
+    if seconds > MAX_SECONDS:
         raise ValueError(f"rate x seconds must give 1..{MAX_REQUESTS} requests within {MAX_SECONDS:g} s")
-    headers = {"content-type": "application/json", **(headers or {})}
-    res = LoadResult(name or url, "rate", rate, predictions_per_request=predictions_per_request)
-    lat = np.full(n, np.nan)
-    sent_lat = np.full(n, np.nan)
-    errors: Counter = Counter()
-    in_flight = 0
-
-    async with HttpClient(client, min(max_in_flight, 256), timeout) as c:
-        async def fire(i: int, due: float) -> None:
-            nonlocal in_flight
-            start = time.perf_counter()
-            err = await _one(c, method, url, bodies[i % len(bodies)] if bodies else None, headers, inspect)
-            end = time.perf_counter()
-            in_flight -= 1
-            if err is None:
-                lat[i] = (end - due) * 1000
-                sent_lat[i] = (end - start) * 1000
-            else:
-                errors[err] += 1
-
-        cpu0 = time.process_time()
-        t0 = time.perf_counter() + 0.05
-        tasks = []
-        i = 0
-        while i < n:
-            # fire everything due by now, then sleep until the next due time (timers have
-            # ~1 ms resolution, so requests leave in small bursts at high rates)
-            now = time.perf_counter()
-            while i < n and t0 + i / rate <= now:
-                if in_flight >= max_in_flight:
-                    errors["client_backlog"] += 1
-                else:
-                    in_flight += 1
-                    tasks.append(asyncio.ensure_future(fire(i, t0 + i / rate)))
-                i += 1
-            if i < n:
-                await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
-        await asyncio.gather(*tasks)
-        res.seconds = time.perf_counter() - t0
-        res.client_cpu_seconds = time.process_time() - cpu0
-    res.requests = n
-    res.errors = errors
-    ok = ~np.isnan(lat)
-    res.ok = int(ok.sum())
-    res.latencies_ms, res.sent_latencies_ms = lat[ok], sent_lat[ok]
+    (res,) = await run_rate_windows(url, bodies, rate=rate, windows=1, window_seconds=seconds, name=name,
+                                    method=method, client=client, timeout=timeout, max_in_flight=max_in_flight,
+                                    headers=headers, inspect=inspect, predictions_per_request=predictions_per_request)
+    res.name = name or url
     return res
 
 
@@ -376,7 +333,7 @@ async def run_rate_windows(url: str, bodies: Sequence[bytes] | None, *, rate: fl
                 await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
         if pending:
             await asyncio.gather(*pending)
-        end = time.perf_counter()
+        end, cpu_end = time.perf_counter(), time.process_time()
     for k, res in enumerate(results):
         ok = ~np.isnan(lats[k])
         res.requests = per
@@ -384,7 +341,7 @@ async def run_rate_windows(url: str, bodies: Sequence[bytes] | None, *, rate: fl
         res.ok = int(ok.sum())
         res.latencies_ms, res.sent_latencies_ms = lats[k][ok], sent[k][ok]
         res.seconds = (end if k == windows - 1 else marks[k + 1][0]) - marks[k][0]
-        res.client_cpu_seconds = marks[k + 1][1] - marks[k][1]
+        res.client_cpu_seconds = (cpu_end if k == windows - 1 else marks[k + 1][1]) - marks[k][1]
     return results
 
 
