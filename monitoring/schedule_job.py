@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import socket
 import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from feature_store import tables as warehouse
 from monitoring import registry, tables
 from monitoring.scheduler import RETRAIN, UPDATE, Attempt, Decision, Inputs, Policy, decide, inputs_as_dict
+from shared import processes
 from shared.config import Settings
 from shared.oracle import Oracle
 from shared.errors import InputError, MissingInputError
@@ -53,28 +51,16 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot, /proc/PID/stat field 22), or
-    None when no such process runs: with the pid it names one process, even after pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def process_owner() -> str:
     """This process, as a running attempt's row records it: ``"<host> <pid> <start ticks>"``."""
-    return f"{socket.gethostname()} {os.getpid()} {_start_ticks(os.getpid())}"
+    return " ".join(str(part) for part in processes.this_process())
 
 
 def owner_gone(owner: str | None) -> bool:
-    """Whether the process that wrote a running attempt is known to be gone (it was on this
-    host and no process with its pid and start time runs); False when it cannot be told."""
+    """Whether the process that wrote a running attempt is known to be gone (see
+    :func:`shared.processes.gone`); False when it cannot be told."""
     parts = (owner or "").split()
-    if len(parts) != 3 or parts[0] != socket.gethostname():
-        return False
-    return _start_ticks(int(parts[1])) != parts[2]
+    return len(parts) == 3 and processes.gone(*parts)
 
 
 def own_attempts(rows: list[dict], now: datetime) -> tuple[Attempt, ...]:

@@ -112,6 +112,12 @@ class LoadResult:
                 f"errors {errs}  (client {s['client_cpu_us_per_request']:.0f} us CPU/req)")
 
 
+#: A connection idle this long is not reused: below the server's keep-alive (``ctr serve``: 5 s),
+#: as a client configured for the server does; else the server's close can race a request sent
+#: on the connection (the request then fails with a connection reset).
+IDLE_SECONDS = 4.0
+
+
 class _RawConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; one request at a time; Content-Length bodies only."""
 
@@ -120,6 +126,7 @@ class _RawConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.future: asyncio.Future | None = None
         self.closed = False
+        self.idle_since = time.monotonic()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -155,8 +162,9 @@ class _RawConnection(asyncio.Protocol):
         return await self.future
 
     def usable(self) -> bool:
-        """Open, and not closing (e.g. after the server's keep-alive timeout)."""
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        """Open, not closing (e.g. after the server's keep-alive timeout), not idle too long."""
+        return (not self.closed and self.transport is not None and not self.transport.is_closing()
+                and time.monotonic() - self.idle_since < IDLE_SECONDS)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -180,13 +188,15 @@ class HttpClient:
             import aiohttp
 
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections, force_close=False),
+                connector=aiohttp.TCPConnector(limit=self.connections, force_close=False,
+                                               keepalive_timeout=IDLE_SECONDS),
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
         elif self.kind == "httpx":
             import httpx
 
             self.session = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
-                max_connections=self.connections, max_keepalive_connections=self.connections))
+                max_connections=self.connections, max_keepalive_connections=self.connections,
+                keepalive_expiry=IDLE_SECONDS))
         else:
             self.idle: list[_RawConnection] = []
             self.open = 0
@@ -221,6 +231,7 @@ class HttpClient:
             while self.idle and conn is None:
                 conn = self.idle.pop()
                 if not conn.usable():
+                    conn.close()
                     conn = None
             if conn is None:
                 if parts.hostname is None:
@@ -234,6 +245,7 @@ class HttpClient:
                 conn.close()
                 raise
             if not conn.closed:
+                conn.idle_since = time.monotonic()
                 self.idle.append(conn)
             return result
 

@@ -162,6 +162,8 @@ def test_a_killed_attempt_is_interrupted_and_retried_at_once_up_to_the_cap():
     host = process_owner().split()[0]
     assert not owner_gone(process_owner())  # this process runs
     assert owner_gone(f"{host} {dead.pid} 1")  # exited (or its pid reused by a process started later)
+    assert owner_gone(f"{host} 1 -1")  # pid 1 runs, but not the process that started at tick -1: pid reused
+
     assert not owner_gone(f"another-host {dead.pid} 1") and not owner_gone("")  # cannot be told
     rows = [{"decision_id": "k", "action": "attempt", "decided_at": NOW - hours(1), "attempt_status": "running",
              "attempt_seconds": None, "attempt_owner": f"{host} {dead.pid} 1"}]

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -40,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from shared import processes
 from shared.config import Settings
 from shared.errors import ArtifactError, ConfigurationError
 from shared.faults import phase
@@ -51,7 +50,8 @@ from training.environment import KEY_PACKAGES, package_versions  # noqa: F401  (
 DEFAULT_MARGIN = 0.001  # relative: the candidate must be at least 0.1 % better
 MODEL_DIR_ARTIFACT = "model_dir"
 PENDING, INTERRUPTED = "pending", "interrupted"  # gate.decision before the gate ends / after its process died
-REGISTERING_PID, REGISTERING_HOST = "registering.pid", "registering.host"  # who registered a version
+# who registered a version: host, pid and the process's start time (shared.processes)
+REGISTERING_PID, REGISTERING_HOST, REGISTERING_START = "registering.pid", "registering.host", "registering.start"
 PYFUNC_NAME = "model"
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -335,15 +335,7 @@ def promotion_gate(
 
 def _alive(tags: Mapping[str, str]) -> bool:
     """Whether the process that registered a version (``registering.*`` tags) may still be running."""
-    if tags.get(REGISTERING_HOST) != socket.gethostname():
-        return True  # another machine's: only its own next run can tell
-    try:
-        os.kill(int(tags.get(REGISTERING_PID, "0") or 0), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return int(tags.get(REGISTERING_PID, "0") or 0) > 0
+    return not processes.gone(tags.get(REGISTERING_HOST), tags.get(REGISTERING_PID), tags.get(REGISTERING_START))
 
 
 def recover_interrupted(settings: Settings, model_name: str) -> list[str]:
@@ -460,8 +452,8 @@ def log_training_run(
     recover_interrupted(settings, model_name)
     version_tags = {
         Tag.GATE_DECISION: PENDING,  # until the gate has run to the end
-        REGISTERING_PID: str(os.getpid()),
-        REGISTERING_HOST: socket.gethostname(),
+        **dict(zip((REGISTERING_HOST, REGISTERING_PID, REGISTERING_START),
+                   (str(part) for part in processes.this_process()))),
         Tag.FEATURE_FINGERPRINT: loaded.fingerprint,
         Tag.TEST_WINDOW: test_window,
         Tag.TEST_LOG_LOSS: _fmt(test_log_loss),
