@@ -71,9 +71,12 @@ def replace_partitions(df: "DataFrame", path: str, column: str, values: Iterable
     return latest_version(df.sparkSession, path)
 
 
-def append(df: "DataFrame", path: str) -> int:
-    """Append ``df`` to the Delta table at ``path`` (a column the table lacks is added: run
-    logs gain columns across releases); returns the new version."""
-    df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
+def append(df: "DataFrame", path: str, *, add_columns: bool = False) -> int:
+    """Append ``df`` to the Delta table at ``path``; returns the new version. ``add_columns``:
+    a column the table lacks is added (a log that gained a column since it was created)."""
+    writer = df.write.format("delta").mode("append")
+    if add_columns:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(path)
     committed(path)
     return latest_version(df.sparkSession, path)

@@ -56,11 +56,11 @@ def process_owner() -> str:
     return " ".join(str(part) for part in processes.this_process())
 
 
-def owner_gone(owner: str | None) -> bool:
-    """Whether the process that wrote a running attempt is known to be gone (see
-    :func:`shared.processes.gone`); False when it cannot be told."""
+def owner_state(owner: str | None) -> str:
+    """Whether the process that wrote a running attempt is ``gone``, ``alive`` or ``unknown``
+    (see :func:`shared.processes.state`)."""
     parts = (owner or "").split()
-    return len(parts) == 3 and processes.gone(*parts)
+    return processes.state(*parts) if len(parts) == 3 else processes.UNKNOWN
 
 
 def own_attempts(rows: list[dict], now: datetime) -> tuple[Attempt, ...]:
@@ -74,10 +74,12 @@ def own_attempts(rows: list[dict], now: datetime) -> tuple[Attempt, ...]:
     out = []
     for r in sorted(latest.values(), key=lambda r: r["_started"]):
         status = r["attempt_status"]
-        if status == "running" and owner_gone(r.get("attempt_owner")):
-            status = "interrupted"
-        elif status == "running" and now - r["_started"] > timedelta(hours=STALE_ATTEMPT_HOURS):
-            status = "failed"
+        if status == "running":
+            owner = owner_state(r.get("attempt_owner"))
+            if owner == processes.GONE:
+                status = "interrupted"
+            elif owner == processes.UNKNOWN and now - r["_started"] > timedelta(hours=STALE_ATTEMPT_HOURS):
+                status = "failed"
         kind = UPDATE if " --update" in (r.get("command") or "") else RETRAIN
         out.append(Attempt(r["_started"], status, r["attempt_seconds"], kind))
     return tuple(out)

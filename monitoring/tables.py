@@ -74,7 +74,7 @@ def write(spark: "SparkSession", settings: Settings, name: str, table: pa.Table,
         version = warehouse.replace_partitions(df, path, column, [str(p) for p in partitions])
     elif mode == "append":
         if warehouse.table_exists(spark, path):
-            version = warehouse.append(df, path)
+            version = warehouse.append(df, path, add_columns=True)  # e.g. schedule_decisions.attempt_owner
         else:
             df.write.format("delta").partitionBy(column).save(path)
             warehouse.committed(path)

@@ -43,7 +43,7 @@ def too_large(what: str, size: int | None, limit: int, error: type[CtrError] = I
 def read_bytes_limited(path: str | os.PathLike[str], limit: int, what: str,
                        error: type[CtrError] = InputError) -> bytes:
     """The bytes of ``path``, at most ``limit`` of them; ``error`` (naming ``what`` and the file)
-    when it holds more. Reads ``limit + 1`` bytes at most, whatever the file (regular, FIFO,
+    when it holds more. Reads ``limit + 1`` bytes at most, whatever the file (regular,
     device). Other :class:`OSError` (missing file, permission) propagate for the caller to word."""
     with open(path, "rb") as f:
         data = f.read(limit + 1)

@@ -77,10 +77,13 @@ def ctr_in_process(home: Path, *args: str) -> int:
     to the environment, where the settings would take it over the data root's own store."""
     from ctr.cli import main
 
-    saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI") if k in os.environ}
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.pop(k) for k in keys if k in os.environ}
     try:
         return main(["--home", str(home), *args])
     finally:
+        for k in keys:  # what this run exported goes, what was there before comes back
+            os.environ.pop(k, None)
         os.environ.update(saved)
 
 

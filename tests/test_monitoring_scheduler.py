@@ -155,16 +155,20 @@ def test_attempt_history_from_decision_rows():
 def test_a_killed_attempt_is_interrupted_and_retried_at_once_up_to_the_cap():
     import subprocess
 
-    from monitoring.schedule_job import owner_gone, process_owner
+    from monitoring.schedule_job import owner_state, process_owner
 
     dead = subprocess.Popen(["true"])
     dead.wait()
     host = process_owner().split()[0]
-    assert not owner_gone(process_owner())  # this process runs
-    assert owner_gone(f"{host} {dead.pid} 1")  # exited (or its pid reused by a process started later)
-    assert owner_gone(f"{host} 1 -1")  # pid 1 runs, but not the process that started at tick -1: pid reused
-
-    assert not owner_gone(f"another-host {dead.pid} 1") and not owner_gone("")  # cannot be told
+    assert owner_state(process_owner()) == "alive"
+    assert owner_state(f"{host} {dead.pid} 1") == "gone"  # exited (or its pid reused by a process started later)
+    assert owner_state(f"{host} 1 -1") == "gone"  # pid 1 runs, but not the process that started at tick -1
+    assert owner_state(f"another-host {dead.pid} 1") == owner_state("") == "unknown"  # cannot be told
+    # a live attempt stays running however long it runs; one that cannot be checked fails after 12 h
+    old = {"decision_id": "o", "action": "attempt", "decided_at": NOW - hours(20), "attempt_status": "running",
+           "attempt_seconds": None}
+    assert [a.status for a in own_attempts([{**old, "attempt_owner": process_owner()}], NOW)] == ["running"]
+    assert [a.status for a in own_attempts([{**old, "attempt_owner": "elsewhere 1 1"}], NOW)] == ["failed"]
     rows = [{"decision_id": "k", "action": "attempt", "decided_at": NOW - hours(1), "attempt_status": "running",
              "attempt_seconds": None, "attempt_owner": f"{host} {dead.pid} 1"}]
     assert [a.status for a in own_attempts(rows, NOW)] == ["interrupted"]

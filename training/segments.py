@@ -57,7 +57,7 @@ from training.segment_table import (
     read_segment_rows,
 )
 from training.spark_scoring import collect_predictions, predict_bundle_spark, predict_spark
-from training.tracking import list_versions
+from training.tracking import INTERRUPTED, list_versions, recover_interrupted
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -287,9 +287,13 @@ class SegmentTrainResult:
 
 
 def _registered_version(settings: Settings, model_name: str, run_id: str) -> dict | None:
-    """The version registered for ``run_id`` (its ``segments_run_id`` tag), if any."""
+    """The version registered for ``run_id`` (its ``segments_run_id`` tag), if any. A version
+    whose registering process died before its gate ended is first marked (promoted when the
+    alias had moved, else ``interrupted``) and an interrupted one does not count: the run is
+    registered and gated again (its segments are in the table: nothing is refitted)."""
+    recover_interrupted(settings, model_name)
     for v in list_versions(settings, model_name):
-        if v["tags"].get(RUN_ID_TAG) == run_id:
+        if v["tags"].get(RUN_ID_TAG) == run_id and v["tags"].get(Tag.GATE_DECISION) != INTERRUPTED:
             return v
     return None
 
