@@ -99,6 +99,8 @@ def test_api_contract(api_schema):
         elif isinstance(event, (events.NonFatalError, events.FatalError)):
             errors.append(f"{type(event).__name__}: {getattr(event, 'label', '')}: "
                           f"{getattr(event, 'value', getattr(event, 'exception', None))!r}")
+    print(f"schemathesis: {sum(tested.values())} generated requests, {len(failures)} failed checks, "
+          f"{len(errors)} errors; per operation {tested}")
     assert not errors, "\n".join(errors)
     assert not failures, f"{len(failures)} failed checks:\n" + "\n\n".join(dict.fromkeys(failures))
     # every documented operation was exercised
