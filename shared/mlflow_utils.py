@@ -28,8 +28,16 @@ def configure_mlflow(settings: Settings) -> ModuleType:
         from pathlib import Path
 
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI, where load_settings would take it over a
+    # later --home's own store (two commands of different data roots in one process): restore it
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return mlflow
 
 
