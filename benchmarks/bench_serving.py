@@ -191,48 +191,40 @@ def _tail(path: Path, lines: int = 25) -> None:
     print(f"--- {path.name} (last lines)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
 
 
-def start_ours(settings, *, poll_seconds: float = 30.0) -> tuple[subprocess.Popen, str]:
-    """``ctr serve`` of the registered model (prediction log on) in its own process group;
-    returns once ``/readyz`` answers 200."""
+def _launch(settings, name: str, cmd: list[str], cwd: Path, ready_path: str) -> tuple[subprocess.Popen, str]:
+    """Start one server (``cmd``, its ``"{port}"`` item replaced) in its own process group, its output
+    in ``<home>/server-logs/<name>.log``; returns once ``ready_path`` answers 200."""
     port = free_port()
     logs = settings.home / "server-logs"
     logs.mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ctr.cli", "--home", str(settings.home), "--mlflow-uri", settings.mlflow_tracking_uri,
-         "--port", str(port), "serve", "--model-name", MODEL_NAME, "--poll-seconds", f"{poll_seconds:g}"],
-        cwd=REPO, env=server_env(settings), stdout=open(logs / "ours.log", "wb"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    log = logs / f"{name}.log"
+    proc = subprocess.Popen([str(port) if part == "{port}" else part for part in cmd], cwd=cwd, env=server_env(settings),
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        t = wait_ready(url + "/readyz", proc)
+        t = wait_ready(url + ready_path, proc)
     except BaseException:
         stop(proc)
-        _tail(logs / "ours.log")
+        _tail(log)
         raise
-    print(f"[setup] ctr serve ready in {t:.1f} s at {url} (log: {logs / 'ours.log'})", flush=True)
+    print(f"[setup] {name} server ready in {t:.1f} s at {url} (log: {log})", flush=True)
     return proc, url
+
+
+def start_ours(settings, *, poll_seconds: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """``ctr serve`` of the registered model (prediction log on) in its own process group;
+    returns once ``/readyz`` answers 200."""
+    return _launch(settings, "ours", [
+        sys.executable, "-m", "ctr.cli", "--home", str(settings.home), "--mlflow-uri", settings.mlflow_tracking_uri,
+        "--port", "{port}", "serve", "--model-name", MODEL_NAME, "--poll-seconds", f"{poll_seconds:g}"],
+        REPO, "/readyz")
 
 
 def start_mlflow(settings) -> tuple[subprocess.Popen, str]:
     """``mlflow models serve`` of the champion (one uvicorn worker); returns once ``/ping`` answers."""
-    port = free_port()
-    logs = settings.home / "server-logs"
-    logs.mkdir(exist_ok=True)
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        cwd=settings.home, env=server_env(settings), stdout=open(logs / "mlflow.log", "wb"),
-        stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        t = wait_ready(url + "/ping", proc)
-    except BaseException:
-        stop(proc)
-        _tail(logs / "mlflow.log")
-        raise
-    print(f"[setup] mlflow models serve ready in {t:.1f} s at {url} (log: {logs / 'mlflow.log'})", flush=True)
-    return proc, url
+    return _launch(settings, "mlflow", [
+        str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"], settings.home, "/ping")
 
 
 def start_servers(settings, version: str):

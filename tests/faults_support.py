@@ -27,6 +27,7 @@ from shared.faults import KILL_AT, PHASE_LOG
 FULL = "CTR_FAULTS_FULL"
 REPORT = "CTR_FAULTS_REPORT"
 SEED = 20261203
+_MLFLOW_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CTR_MLFLOW_ARTIFACT_ROOT")
 
 
 @dataclass
@@ -47,9 +48,8 @@ def ctr(home: Path, *args: str, kill_at: str | None = None, kill_after: float | 
     (which exits when its Python driver's pipe closes) are gone."""
     home.mkdir(parents=True, exist_ok=True)
     log = home.parent / f"{home.name}-{time.monotonic_ns()}.phases"
-    # the data root decides the MLflow store (in-process runs before may have exported theirs)
-    inherited = (KILL_AT, PHASE_LOG, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CTR_MLFLOW_ARTIFACT_ROOT")
-    env = {k: v for k, v in os.environ.items() if k not in inherited}
+    # the data root decides the MLflow store, whatever the environment says
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, PHASE_LOG, *_MLFLOW_URIS)}
     env[PHASE_LOG] = str(log)
     if kill_at:
         env[KILL_AT] = kill_at
@@ -73,17 +73,14 @@ def ctr(home: Path, *args: str, kill_at: str | None = None, kill_after: float | 
 
 def ctr_in_process(home: Path, *args: str) -> int:
     """``ctr --home HOME ARGS`` in this process (the re-run after a kill: the same command on the
-    test session's Spark, saving a JVM start). MLflow exports the tracking URI it was last given
-    to the environment, where the settings would take it over the data root's own store."""
+    test session's Spark, saving a JVM start); as in :func:`ctr`, the data root decides the MLflow
+    store, whatever the environment says."""
     from ctr.cli import main
 
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved = {k: os.environ.pop(k) for k in keys if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in _MLFLOW_URIS if k in os.environ}
     try:
         return main(["--home", str(home), *args])
     finally:
-        for k in keys:  # what this run exported goes, what was there before comes back
-            os.environ.pop(k, None)
         os.environ.update(saved)
 
 
