@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Iterator, Sequence
 
-from ctr import commands
+from ctr import cluster, commands
 from feature_store import cli_public, cli_warehouse
 from monitoring import cli as monitoring_cli
 from serving import cli as serving_cli
@@ -24,7 +24,8 @@ from synthetic.oracle import oracle_for
 from training import cli as training_cli
 
 # The modules that contribute subcommands (each has ``register(subparsers)``), in --help order.
-COMMAND_MODULES = (commands, synthetic_cli, cli_warehouse, cli_public, training_cli, serving_cli, monitoring_cli)
+COMMAND_MODULES = (commands, synthetic_cli, cli_warehouse, cli_public, training_cli, serving_cli, monitoring_cli,
+                   cluster)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, default: object) -> None:

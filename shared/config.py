@@ -25,6 +25,8 @@ class Settings:
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 4
     mlflow_tracking_uri: str = ""
+    #: Artifact root of new experiments: under the data root for a local store; empty (the
+    #: tracking server's own proxied store) when the tracking URI is a server.
     mlflow_artifact_root: str = ""
     mlflow_experiment: str = "ctr-platform"
     delta_jars: str = ""
@@ -108,6 +110,12 @@ def load_settings(
     settings = Settings(**values)
     if not settings.mlflow_tracking_uri:
         settings = replace(settings, mlflow_tracking_uri=f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}")
-    if not settings.mlflow_artifact_root:
+    if not settings.mlflow_artifact_root and not tracking_server(settings.mlflow_tracking_uri):
         settings = replace(settings, mlflow_artifact_root=(settings.mlflow_dir / "artifacts").as_uri())
     return settings
+
+
+def tracking_server(uri: str) -> bool:
+    """Whether ``uri`` names an MLflow tracking server (http/https): the server decides where
+    artifacts go (its proxied artifact store), so no artifact root under the data root is set."""
+    return uri.split(":", 1)[0].lower() in ("http", "https")

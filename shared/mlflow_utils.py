@@ -19,6 +19,7 @@ def configure_mlflow(settings: Settings) -> ModuleType:
     # Keep command output to what the command says: no per-file download bars, no
     # "creating tables" chatter from a new SQLite store.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
@@ -42,8 +43,9 @@ def configure_mlflow(settings: Settings) -> ModuleType:
 
 
 def get_or_create_experiment(settings: Settings, name: str | None = None) -> str:
-    """Experiment id for ``name`` (default ``settings.mlflow_experiment``), created with
-    its artifacts under the configured artifact root when it does not exist yet."""
+    """Experiment id for ``name`` (default ``settings.mlflow_experiment``), created when it does
+    not exist yet, with its artifacts under the configured artifact root (none configured: a
+    tracking server's own artifact store)."""
     mlflow = configure_mlflow(settings)
     name = name or settings.mlflow_experiment
     client = mlflow.MlflowClient()
@@ -52,5 +54,6 @@ def get_or_create_experiment(settings: Settings, name: str | None = None) -> str
     if exp is not None:
         experiment_id = exp.experiment_id
     else:
-        experiment_id = client.create_experiment(name, artifact_location=f"{settings.mlflow_artifact_root}/{name}")
+        root = settings.mlflow_artifact_root
+        experiment_id = client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
     return experiment_id

@@ -1,0 +1,293 @@
+"""Every stage on a real cluster: ``ctr cluster up`` starts a Spark standalone master and one
+worker (1 GiB for executors, their own JVM and Python workers) and an MLflow tracking server on
+PostgreSQL; the pipeline runs against them from a driver process started outside the
+repository, and its warehouse tables and model weights are compared with the same commands run
+on this session's ``local[2]`` Spark with a SQLite MLflow store.
+
+The pipeline: batch ingest (with the worker killed while it runs, and started again: Spark
+re-runs the lost tasks on the new worker's executor), aggregate features, ``ctr train`` with
+each engine (the search with trials in threads on the driver, trials on Spark, MLlib, the
+per-segment fan-out), a back-test; then ``ctr serve`` loads the champion from the tracking
+server over HTTP and follows its alias, and ``ctr monitor`` runs on the cluster over what it
+logged. A driver killed after its observations commit is re-run to the same table.
+
+PostgreSQL comes from Debian's ``postgresql`` package: when it is missing, this module's setup
+installs it with apt-get (as the dashboard test does with Chromium: as root, not when
+``CTR_NO_APT`` is set); when that is impossible the module is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faults_support import ctr, ctr_in_process, rows
+from shared.config import Settings, load_settings
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+START = date(2026, 11, 1)
+DAYS = 4
+END = START + timedelta(days=DAYS - 1)
+SEGMENT_COLUMN = "device_type"
+#: Columns that name a run or a moment, not data: they differ between any two runs.
+RUN_COLUMNS = ("run_id", "ingest_run_id", "ingested_at", "finished_at", "started_at", "seconds", "updated_at",
+               "computed_at", "created_at", "fit_seconds")
+PIPELINE = (
+    f"ingest --start {START} --end {END}",
+    f"features build --start {START} --end {END}",
+    f"train --start {START} --train-days 2 --trials 2",
+    f"train --start {START} --train-days 2 --trials 2 --trials-on spark",
+    f"train --start {START} --train-days 2 --engine mllib --param max_iter=15",
+    f"train --start {START} --train-days 2 --per-segment {SEGMENT_COLUMN} --min-rows 200",
+    f"backtest --start {START} --days 1 --train-days 2 --engine ftrl",
+)
+#: Registered versions the pipeline makes, in order (model name, engine, deterministic?).
+VERSIONS = (("ctr-model", "search, threads", True), ("ctr-model", "search, trials on Spark", True),
+            ("ctr-model", "mllib", False), ("ctr-segment-model", "per-segment", True))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _install_postgres() -> str | None:
+    if os.environ.get("CTR_NO_APT"):
+        return "PostgreSQL is not installed and package installation is turned off (CTR_NO_APT set)"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "PostgreSQL is not installed and apt-get is not available as root to install it"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd, limit in ((["apt-get", "update"], 600),
+                       (["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], 1200)):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"could not install PostgreSQL: {' '.join(cmd)}: {exc}"
+        if done.returncode != 0:
+            return f"could not install PostgreSQL: {' '.join(cmd)} exited {done.returncode}: {done.stderr[-500:]}"
+    return None
+
+
+def _postgres_present() -> bool:
+    return bool(shutil.which("initdb") or glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+def _ctr(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ctr.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+@dataclass
+class Running:
+    home: Path
+    master: str
+    mlflow: str
+    settings: object  # ctr.cluster.Cluster
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return ("--spark-master", self.master, "--mlflow-uri", self.mlflow)
+
+
+def _env() -> dict[str, str]:
+    # the test session's partitioning, so the cluster's results compare bit for bit with it
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env["CTR_SPARK_SHUFFLE_PARTITIONS"] = "2"
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from ctr.cluster import load
+
+    if not _postgres_present():
+        why = _install_postgres()
+        if why or not _postgres_present():
+            pytest.skip(why or "PostgreSQL could not be found after installing it")
+    home = tmp_path_factory.mktemp("cluster_home")
+    ports = {"--master-port": _free_port(), "--master-ui-port": _free_port(), "--worker-ui-port": _free_port(),
+             "--postgres-port": _free_port(), "--mlflow-port": _free_port()}
+    args = [f"{k}={v}" for k, v in ports.items()]
+    started = _ctr("--home", str(home), "cluster", "up", *args, "--worker-memory", "1g", "--worker-cores", "2",
+                   env=_env())
+    recorded = load(load_settings({"home": str(home)}, env={}))
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert recorded is not None
+        yield Running(home, recorded.spark_master, recorded.mlflow_uri, recorded)
+    finally:
+        stopped = _ctr("--home", str(home), "cluster", "down", "--purge", env=_env())
+        pids = [int(rec["pid"]) for rec in (recorded.processes.values() if recorded else ())]
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for pid in pids:  # each recorded process group is gone
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    from synthetic.config import GeneratorConfig
+    from synthetic.logs import generate_logs
+
+    cfg = GeneratorConfig(days=DAYS, impressions_per_day=1500, seed=31, start_date=START, n_users=1200,
+                          n_sites=60, n_publishers=30, n_advertisers=10, n_segments=20, base_ctr=0.04)
+    out = tmp_path_factory.mktemp("cluster_raw")
+    generate_logs(cfg, out)
+    return out
+
+
+def _runner(home: Path, flags: tuple[str, ...], raw: Path) -> list[list[str]]:
+    steps = []
+    for line in PIPELINE:
+        args = line.split()
+        if args[0] == "ingest":
+            args += ["--raw", str(raw)]
+        steps.append(["--home", str(home), *flags, *args])
+    return steps
+
+
+RUN_STEPS = """
+import json, sys, time
+from ctr.cli import main
+for argv in json.loads(sys.argv[1]):
+    t0 = time.perf_counter()
+    rc = main(argv)
+    print(f"### {' '.join(argv[6:])}: exit {rc} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if rc:
+        sys.exit(rc)
+"""
+
+
+@dataclass
+class Pipelines:
+    local: Settings
+    cluster: Settings
+    output: str
+    executors: list[str]
+
+
+def _executor_log(work: Path) -> Path | None:
+    logs = sorted(work.glob("app-*/*/stderr"))
+    return logs[0] if logs else None
+
+
+def _kill_worker_during_ingest(running: Running, proc: subprocess.Popen) -> None:
+    """Wait until the first executor runs a task, SIGKILL the worker's process group (the worker
+    and its executor), then start a new worker with ``ctr cluster up``."""
+    from ctr.cluster import load
+
+    work = running.home / "cluster" / "work"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        log = _executor_log(work)
+        if log is not None and "Running task" in log.read_text(errors="replace"):
+            break
+        assert proc.poll() is None, "the pipeline ended before its first task ran"
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no executor ran a task within 300 s")
+    worker = load(load_settings({"home": str(running.home)}, env={})).processes["worker"]
+    os.killpg(int(worker["pid"]), signal.SIGKILL)
+    again = _ctr("--home", str(running.home), "cluster", "up", env=_env())
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@pytest.fixture(scope="module")
+def pipelines(spark, cluster, raw, tmp_path_factory):
+    local_home = tmp_path_factory.mktemp("local_pipeline")
+    cluster_home = cluster.home / "data"
+    # the cluster's driver: its own process, started outside the repository
+    elsewhere = tmp_path_factory.mktemp("driver_cwd")
+    proc = subprocess.Popen([sys.executable, "-c", RUN_STEPS, json.dumps(_runner(cluster_home, cluster.flags, raw))],
+                            cwd=elsewhere, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _kill_worker_during_ingest(cluster, proc)
+        output = proc.communicate(timeout=1200)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output[-6000:]
+    for argv in _runner(local_home, (), raw):
+        assert ctr_in_process(local_home, *argv[2:]) == 0, argv
+    executors = sorted({p.parent.name for p in (cluster.home / "cluster" / "work").glob("app-*/*/stderr")})
+    return Pipelines(load_settings({"home": str(local_home)}, env={}),
+                     load_settings({"home": str(cluster_home), "mlflow_tracking_uri": cluster.mlflow}, env={}),
+                     output, executors)
+
+
+TABLES = ("observations", "quarantine", "ingest_runs", "aggregate_features", "segment_models", "backtest_metrics")
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_cluster_tables_equal_local(spark, pipelines, table):
+    """Row for row, the cluster's warehouse tables equal the local run's (run ids and times aside),
+    although the worker was killed while the ingest ran and a new one finished it."""
+    local = rows(spark, pipelines.local.table_path(table), drop=RUN_COLUMNS)
+    remote = rows(spark, pipelines.cluster.table_path(table), drop=RUN_COLUMNS)
+    assert local, f"the local run wrote no {table} rows"
+    assert remote == local
+
+
+def test_worker_killed_mid_job_replaced(pipelines):
+    """The kill landed while the first executor ran tasks: the application went on on a second
+    executor (of the new worker), and the job finished (the tables above are complete)."""
+    assert len(pipelines.executors) >= 2, pipelines.executors
+
+
+def _weights(settings: Settings, name: str, version: str, tmp: Path):
+    from shared.model.bundle import load_bundle
+    from shared.model.format import load_model_dir
+    from shared.model.registry import download_model_dir
+
+    path = download_model_dir(settings, name, version, tmp / f"{name}-{version}")
+    if name.endswith("segment-model"):
+        bundle = load_bundle(path)
+        return np.concatenate([bundle.intercepts.ravel(), bundle.weights.ravel(), bundle.global_weights.ravel()])
+    model = load_model_dir(path)
+    return np.concatenate([[model.intercept], model.dense_weights.ravel()])
+
+
+@pytest.mark.parametrize("index", range(len(VERSIONS)), ids=[v[1] for v in VERSIONS])
+def test_cluster_models_equal_local(pipelines, tmp_path, index):
+    """Each registered version: identical weights for the deterministic engines; MLlib within
+    its solver's tolerance and test log-loss within 1e-4. The cluster's versions live on the
+    tracking server (PostgreSQL, artifacts served by the server), the local ones in SQLite."""
+    from training.tracking import list_versions
+
+    name, engine, exact = VERSIONS[index]
+    nth = sum(1 for v in VERSIONS[:index] if v[0] == name)
+    local_v = list_versions(pipelines.local, name)[nth]
+    remote_v = list_versions(pipelines.cluster, name)[nth]
+    assert remote_v["source"].startswith("mlflow-artifacts:") or "mlflow-artifacts" in remote_v["tags"].get(
+        "model_dir_uri", "") or remote_v["tags"].get("model_dir_uri", "").startswith("runs:/")
+    a = _weights(pipelines.local, name, local_v["version"], tmp_path / "local")
+    b = _weights(pipelines.cluster, name, remote_v["version"], tmp_path / "cluster")
+    if exact:
+        np.testing.assert_array_equal(b, a)
+        assert remote_v["tags"]["test_log_loss"] == local_v["tags"]["test_log_loss"]
+    else:
+        np.testing.assert_allclose(b, a, atol=1e-3, rtol=1e-2)
+        assert abs(float(remote_v["tags"]["test_log_loss"]) - float(local_v["tags"]["test_log_loss"])) < 1e-4
+
+
+def test_artifacts_on_the_tracking_server(pipelines, cluster):
+    """The cluster's model files went to the tracking server's artifact store, not the data root."""
+    served = list((cluster.home / "cluster" / "mlflow-artifacts").rglob("model.json"))
+    assert served, "no model.json under the tracking server's artifact store"
+    assert not (pipelines.cluster.home / "mlflow").exists()
