@@ -52,8 +52,8 @@ PIPELINE = (
     f"features build --start {START} --end {END}",
     f"train --start {START} --train-days 2 --trials 2",
     f"train --start {START} --train-days 2 --trials 2 --trials-on spark",
-    f"train --start {START} --train-days 2 --engine mllib --param max_iter=15",
-    f"train --start {START} --train-days 2 --per-segment {SEGMENT_COLUMN} --min-rows 200",
+    f"train --start {START} --train-days 2 --engine mllib --param max_iter=10",
+    f"train --start {START} --train-days 2 --per-segment {SEGMENT_COLUMN} --min-rows 200 --global-engine sklearn",
     f"backtest --start {START} --days 1 --train-days 2 --engine ftrl",
 )
 #: Registered versions the pipeline makes, in order (model name, engine, deterministic?).
@@ -223,8 +223,11 @@ def pipelines(spark, cluster, raw, tmp_path_factory):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output[-6000:]
+    print("\n".join(line for line in output.splitlines() if line.startswith("###")))
     for argv in _runner(local_home, (), raw):
+        t0 = time.perf_counter()
         assert ctr_in_process(local_home, *argv[2:]) == 0, argv
+        print(f"### local {' '.join(argv[2:4])}: {time.perf_counter() - t0:.1f} s")
     executors = sorted({p.parent.name for p in (cluster.home / "cluster" / "work").glob("app-*/*/stderr")})
     return Pipelines(load_settings({"home": str(local_home)}, env={}),
                      load_settings({"home": str(cluster_home), "mlflow_tracking_uri": cluster.mlflow}, env={}),
@@ -291,3 +294,82 @@ def test_artifacts_on_the_tracking_server(pipelines, cluster):
     served = list((cluster.home / "cluster" / "mlflow-artifacts").rglob("model.json"))
     assert served, "no model.json under the tracking server's artifact store"
     assert not (pipelines.cluster.home / "mlflow").exists()
+
+
+def _champion_offline(settings: Settings, version: str, tmp: Path):
+    from serving_support import Offline
+    from shared.model.registry import download_model_dir
+
+    return Offline(download_model_dir(settings, "ctr-model", version, tmp / f"offline-{version}"))
+
+
+def test_serve_follows_the_tracking_servers_alias(spark, pipelines, cluster, tmp_path):
+    """``ctr serve`` pointed at the tracking server loads the champion over HTTP, scores as the
+    local run's identical version does, follows the alias when it moves, and logs what it
+    served; ``ctr monitor`` then runs on the cluster over that log."""
+    import httpx
+
+    from serving_support import score_body, wait_for
+    from synthetic.sample import generate_impressions
+    from training.tracking import champion_version, list_versions
+
+    fields = [imp.fields for imp in generate_impressions(40, seed=9, workdir=tmp_path)]
+    champion = champion_version(pipelines.cluster, "ctr-model")
+    local = {v["version"]: v for v in list_versions(pipelines.local, "ctr-model")}
+    remote = list_versions(pipelines.cluster, "ctr-model")
+    mllib = remote[[v[1] for v in VERSIONS].index("mllib")]["version"]
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ctr.cli", "--home", str(pipelines.cluster.home), "--port", str(port),
+                             "--mlflow-uri", cluster.mlflow, "serve", "--poll-seconds", "1"],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def score():
+        try:
+            r = httpx.post(base + "/v1/score", json=score_body(fields), timeout=10)
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stdout.read()
+            return None
+        return r.json() if r.status_code == 200 else None
+
+    try:
+        first = wait_for(score, timeout=120, what="ctr serve to answer")
+        assert first["model_version"] == champion
+        expected = _champion_offline(pipelines.local, local[champion]["version"], tmp_path).ctrs(fields)
+        np.testing.assert_allclose([p["ctr"] for p in first["predictions"]], expected, rtol=1e-12)
+        moved = _ctr("--home", str(pipelines.cluster.home), "--mlflow-uri", cluster.mlflow, "models", "promote",
+                     mllib, env=_env())
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        after = wait_for(lambda: (s := score()) and s["model_version"] == mllib and s, timeout=60,
+                         what="the server to swap to the promoted version")
+        expected = _champion_offline(pipelines.cluster, mllib, tmp_path).ctrs(fields)
+        np.testing.assert_allclose([p["ctr"] for p in after["predictions"]], expected, rtol=1e-12)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    day = date.today().isoformat()
+    monitored = _ctr("--home", str(pipelines.cluster.home), *cluster.flags, "monitor", "--date", day,
+                     "--no-alerts", env=_env())
+    assert monitored.returncode == 0, monitored.stdout + monitored.stderr
+    from monitoring.tables import METRICS
+
+    metrics = spark.read.format("delta").load(pipelines.cluster.table_path(METRICS))
+    logged = metrics.where("window = 'day' AND slice_field = 'overall'").groupBy().sum("predictions").first()[0]
+    assert logged and logged >= 2 * len(fields) and logged % len(fields) == 0, logged  # whole requests only
+
+
+def test_driver_killed_after_commit_rerun_completes(spark, cluster, raw, tmp_path):
+    """A driver on the cluster killed right after its observations commit leaves no partial
+    commit; the same command run again leaves the table an uninterrupted run leaves."""
+    home = tmp_path / "killed"
+    args = ("ingest", "--date", str(START), "--raw", str(raw), *cluster.flags)
+    killed = ctr(home, *args, kill_at="delta.observations")
+    assert killed.killed and killed.phases[-1] == "delta.observations", killed.output
+    again = ctr(home, *args)
+    assert again.returncode == 0, again.output
+    clean = tmp_path / "clean"
+    assert ctr_in_process(clean, "ingest", "--date", str(START), "--raw", str(raw)) == 0
+    for table in ("observations", "quarantine"):
+        assert rows(spark, home / "warehouse" / table, drop=RUN_COLUMNS) == \
+            rows(spark, clean / "warehouse" / table, drop=RUN_COLUMNS)
