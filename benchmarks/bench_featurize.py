@@ -7,6 +7,20 @@ The batch and record paths are single-threaded Python/numpy; pin them to one cor
 The Spark figure uses ``local[2]`` and its own JVM / Python workers: run it unpinned
 (``--spark`` only, or everything without taskset) to give it both cores.
 Figures are medians over ``--repeats`` runs. Not a test: nothing here asserts a speed.
+``--spark-master`` sets the Spark path's master (default ``local[2]``; ``local[1]`` for a
+one-core figure).
+
+``--warehouse HOME`` (with ``--only warehouse``, or beside the others) featurizes real
+observation rows of a data root's warehouse (``ctr generate`` + ``ctr ingest``) with the
+shipped ``generated`` spec, as ``ctr train`` reads them (``read_window_arrow``, at most
+``--rows`` rows): the batch path (``Featurizer.transform`` of the Arrow table, this process:
+wall and CPU; a new featurizer per run, as a training job starts with empty caches, and again
+with caches warmed by the same rows) and the Spark path (``featurize_spark`` on a cached DataFrame of the same rows,
+noop sink, on ``--spark-master``: wall and the CPU seconds of the whole process tree, JVM
+and Python workers included). The per-core figures of ``docs/capacity.md``:
+
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/bench_featurize.py --only warehouse \
+        --warehouse /tmp/cap --rows 400000 --spark-master 'local[1]'
 """
 
 from __future__ import annotations
@@ -130,7 +144,91 @@ def bench_generated(repeats: int, n: int) -> None:
     print(f"  record path: median {np.median(lat) / 1000:.1f} us   p99 {np.percentile(lat, 99) / 1000:.1f} us")
 
 
-def bench_spark(table, repeats: int) -> None:
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (Linux /proc), reaped
+    children included through their parents' cutime/cstime."""
+    tck = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tck)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
+def bench_warehouse(home: str, rows: int, repeats: int, master: str, paths: set[str]) -> None:
+    """The generated spec on a warehouse's observation rows: batch path and Spark path."""
+    import tempfile
+    from datetime import date, timedelta
+
+    import pyarrow.parquet as pq
+
+    from feature_store.arrow_reader import open_version, read_window_arrow
+    from feature_store.reader import Window
+    from shared.config import load_settings
+
+    settings = load_settings({"home": home, "spark_master": master}, env={})
+    spec = load_spec("generated")
+    dt = open_version(settings.table_path("observations"), None)
+    days = sorted(date.fromisoformat(p["date"]) for p in dt.partitions())
+    table, info = read_window_arrow(settings, Window(days[0], days[-1] + timedelta(days=1)),
+                                    sorted({*spec.input_columns, "label"}))
+    table = table.slice(0, rows)
+    n = table.num_rows
+    print(f"warehouse {home} observations v{info.version}, {n:,} rows, generated spec (2^{spec.bits})")
+    if "batch" in paths:
+        Featurizer(spec).transform(table.slice(0, 1000))  # imports, compiled code
+        # a new Featurizer each time, as each ctr train job has: its caches start empty
+        print(f"  batch path (ctr train), new featurizer: "
+              f"{rate(n, median_time(lambda: Featurizer(spec).transform(table), repeats))}")
+        fz = Featurizer(spec)
+        fz.transform(table)
+        print(f"  batch path, caches warm from a first transform of the same rows: "
+              f"{rate(n, median_time(lambda: fz.transform(table), repeats))}")
+        m = fz.transform(table)
+        print(f"  output: csr {m.shape}, nnz {m.nnz:,} ({m.nnz / n:.2f} per row)")
+    if "spark" not in paths:
+        return
+    from shared.featurize.spark import featurize_spark
+    from shared.spark import get_spark
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench_featurize_wh_"))
+    spark = get_spark(load_settings({"home": str(scratch), "spark_master": master}, env={}),
+                      app_name="bench-featurize", ui=False)
+    path = str(scratch / "observations.parquet")
+    pq.write_table(table, path, row_group_size=1 << 17)
+    df = spark.read.parquet(path).repartition(4).cache()
+    df.count()
+
+    def run():
+        featurize_spark(df, spec, keep=["label"]).write.format("noop").mode("overwrite").save()
+
+    run()  # warm the Python workers
+    me = os.getpid()
+    wall, cpu = [], []
+    for _ in range(max(3, repeats)):
+        c, t = tree_cpu_seconds(me), time.perf_counter()
+        run()
+        wall.append(time.perf_counter() - t)
+        cpu.append(tree_cpu_seconds(me) - c)
+    w, c = statistics.median(wall), statistics.median(cpu)
+    print(f"  spark path {master} (cached DataFrame, noop sink): {n / w:10,.0f} rows/s wall ({w:.2f} s; runs "
+          f"{', '.join(f'{x:.2f}' for x in wall)}), {n / c:10,.0f} rows/CPU-s of the process tree "
+          f"({c:.2f} s; runs {', '.join(f'{x:.2f}' for x in cpu)}); load average {os.getloadavg()[0]:.2f}")
+    spark.stop()
+
+
+def bench_spark(table, repeats: int, master: str = "local[2]") -> None:
     from shared.config import load_settings
     from shared.featurize.spark import featurize_spark
     from shared.spark import get_spark
@@ -138,7 +236,7 @@ def bench_spark(table, repeats: int) -> None:
     import tempfile
 
     home = Path(tempfile.mkdtemp(prefix="bench_featurize_"))
-    spark = get_spark(load_settings({"home": str(home), "spark_master": "local[2]"}, env={}),
+    spark = get_spark(load_settings({"home": str(home), "spark_master": master}, env={}),
                       app_name="bench-featurize", ui=False)
     path = str(home / "criteo.parquet")
     import pyarrow.parquet as pq
@@ -154,7 +252,7 @@ def bench_spark(table, repeats: int) -> None:
 
     run()  # warm the Python workers
     wall, _ = median_time(run, repeats)
-    print(f"spark local[2], criteo spec, {n:,} rows (cached DataFrame, noop sink): "
+    print(f"spark {master}, criteo spec, {n:,} rows (cached DataFrame, noop sink): "
           f"{n / wall:10,.0f} rows/s wall ({wall:.2f} s)")
     spark.stop()
 
@@ -163,12 +261,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--only", choices=["batch", "record", "generated", "spark"], action="append")
+    ap.add_argument("--only", choices=["batch", "record", "generated", "spark", "warehouse"], action="append")
+    ap.add_argument("--spark-master", default="local[2]", help="master of the Spark path (default local[2])")
+    ap.add_argument("--warehouse", help="data root whose observation rows to featurize with the generated spec")
+    ap.add_argument("--warehouse-paths", default="batch,spark", help="with --warehouse: batch, spark or both")
     args = ap.parse_args()
-    only = set(args.only or ["batch", "record", "generated", "spark"])
+    only = set(args.only or ["batch", "record", "generated", "spark"] + (["warehouse"] if args.warehouse else []))
+    if "warehouse" in only and not args.warehouse:
+        ap.error("--only warehouse needs --warehouse HOME")
     aff = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     print(f"cores available to this process: {len(aff) if aff else '?'}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    if "warehouse" in only:
+        bench_warehouse(args.warehouse, args.rows, args.repeats, args.spark_master,
+                        set(args.warehouse_paths.split(",")))
+    if not only & {"batch", "record", "generated", "spark"}:
+        return
     t = time.perf_counter()
     table = criteo_like(args.rows)
     print(f"generated {args.rows:,} Criteo-shaped rows in {time.perf_counter() - t:.1f} s")
@@ -179,7 +287,7 @@ def main() -> None:
     if "generated" in only:
         bench_generated(args.repeats, min(args.rows, 200_000))
     if "spark" in only:
-        bench_spark(table, max(3, args.repeats // 2))
+        bench_spark(table, max(3, args.repeats // 2), args.spark_master)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,49 @@ Generates the logs once (deterministic), then per repeat: (a) the plain copy
 dedup, label join, quarantine, Delta commit) of the same files, on ``local[2]``.
 Prints the medians and the ratio ingest/plain (the figure the target is set on:
 >= 0.5). Then reads a window of the warehouse into Arrow (``DataFrame.toArrow``).
+
+``--cpu-time`` also prints, per repeat and as medians, the CPU seconds (user + system) of the
+whole process tree (this driver, its JVM and the JVM's Python workers, from /proc) spent in
+each phase, and rows per CPU-second: a per-core figure that waiting for a core on a shared
+machine does not lower (``docs/capacity.md``). ``--skip-plain`` leaves out the plain copy.
+
+    .venv/bin/python benchmarks/bench_ingest.py --impressions 400000 --master 'local[1]' --cpu-time --skip-plain
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and all its live descendants (Linux /proc).
+
+    Descendants that have exited and been reaped count through their parent's cutime/cstime."""
+    tck = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[1] ppid; [11] utime, [12] stime, [13] cutime, [14] cstime (clock ticks)
+            stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tck)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
 
 
 def main() -> None:
@@ -28,6 +60,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--workdir", type=Path, help="keep data here (default: a temp dir, removed)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="also print the process tree's CPU seconds per phase and rows per CPU-second")
+    ap.add_argument("--skip-plain", action="store_true", help="time only the full ingest, not the plain copy")
     args = ap.parse_args()
 
     from feature_store.ingest import day_files, ingest_range
@@ -49,22 +84,43 @@ def main() -> None:
     files = [f for k in range(args.days) for f in day_files(settings.raw_dir, "impressions", start + timedelta(days=k))]
     spark = get_spark(settings, "bench-ingest", ui=False)
 
+    me = os.getpid()
     plain, full, rows = [], [], 0
+    plain_cpu, full_cpu = [], []
     for i in range(args.repeats):
-        out = work / "plain.parquet"
-        t = time.perf_counter()
-        spark.read.json(files).write.mode("overwrite").parquet(str(out))
-        plain.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        if not args.skip_plain:
+            out = work / "plain.parquet"
+            c, t = tree_cpu_seconds(me), time.perf_counter()
+            spark.read.json(files).write.mode("overwrite").parquet(str(out))
+            plain.append(time.perf_counter() - t)
+            plain_cpu.append(tree_cpu_seconds(me) - c)
+        c, t = tree_cpu_seconds(me), time.perf_counter()
         results = ingest_range(spark, settings, start, end)
         full.append(time.perf_counter() - t)
+        full_cpu.append(tree_cpu_seconds(me) - c)
         rows = sum(r.records_read for r in results)
-        print(f"repeat {i + 1}: plain copy {plain[-1]:.1f}s, ingest {full[-1]:.1f}s", flush=True)
-    p, f = statistics.median(plain), statistics.median(full)
+        line = f"repeat {i + 1}: " + ("" if args.skip_plain else f"plain copy {plain[-1]:.1f}s, ")
+        line += f"ingest {full[-1]:.1f}s"
+        if args.cpu_time:
+            line += (" (CPU s: " + ("" if args.skip_plain else f"plain {plain_cpu[-1]:.1f}, ")
+                     + f"ingest {full_cpu[-1]:.1f}; load average {os.getloadavg()[0]:.2f})")
+        print(line, flush=True)
+    f = statistics.median(full)
     print(f"\nrecords {rows:,} on {args.master}, median of {args.repeats}:")
-    print(f"  plain read-JSON/write-Parquet  {rows / p:10,.0f} rows/s  ({p:.1f}s)")
+    if not args.skip_plain:
+        p = statistics.median(plain)
+        print(f"  plain read-JSON/write-Parquet  {rows / p:10,.0f} rows/s  ({p:.1f}s)")
     print(f"  full ingest                    {rows / f:10,.0f} rows/s  ({f:.1f}s)")
-    print(f"  ratio ingest/plain             {p / f:10.2f}  (target >= 0.5)")
+    if not args.skip_plain:
+        print(f"  ratio ingest/plain             {p / f:10.2f}  (target >= 0.5)")
+    if args.cpu_time:
+        fc = statistics.median(full_cpu)
+        if not args.skip_plain:
+            pc = statistics.median(plain_cpu)
+            print(f"  plain copy, per CPU-second     {rows / pc:10,.0f} rows/CPU-s  ({pc:.1f} CPU s; runs "
+                  f"{', '.join(f'{x:.1f}' for x in plain_cpu)})")
+        print(f"  full ingest, per CPU-second    {rows / fc:10,.0f} rows/CPU-s  ({fc:.1f} CPU s; runs "
+              f"{', '.join(f'{x:.1f}' for x in full_cpu)}; wall runs {', '.join(f'{x:.1f}' for x in full)})")
 
     reads = []
     for _ in range(args.repeats):

@@ -43,6 +43,18 @@ load 2-4, the 5M run at nice 5 beside other work):
 (``--train-rows 1000000 --train-days 4 --mllib`` and ``--train-rows 5000000 --train-days 5
 --driver-memory 10g``.) The crosses close 20% (1M) and 30% (5M) of the no-cross model's gap
 to the best possible; the gap with crosses shrinks from 0.00277 to 0.00178 nats.
+
+``--ftrl-passes N`` measures only the default engine's throughput instead (no Spark, no
+search, nothing registered): the first ``--train-days`` days of the warehouse already in
+``--workdir`` (``ctr generate`` + ``ctr ingest``; nothing is generated) are read with
+``read_window_arrow`` and featurized with the ``generated`` spec as ``ctr train`` does, then
+``FTRLLogisticRegression(passes=N)`` (the engine's defaults otherwise: shuffled runs, exact
+intercept, no downsampling) is fitted ``--repeats`` times after a compile-warming fit;
+printed: examples x passes per second, wall and CPU (the fit is one thread), every run and
+the load average. The per-core training figure of ``docs/capacity.md``:
+
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/bench_training.py --workdir /tmp/cap \
+        --train-days 4 --ftrl-passes 3 --repeats 5
 """
 
 from __future__ import annotations
@@ -106,8 +118,58 @@ def fixed_space(params: dict) -> str:
     return FIXED.format(fixed="\n".join(lines))
 
 
+def _fit_seconds(r) -> float:
+    """Seconds of the final fit (the training job calls it "fit"; older results "refit")."""
+    return r.seconds["fit"] if "fit" in r.seconds else r.seconds["refit"]
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.5f}"
+
+
+def ftrl_throughput(home: Path, train_days: int, passes: int, repeats: int) -> None:
+    """Examples x passes per second of the default engine on a warehouse's first days."""
+    import statistics
+
+    import numpy as np
+
+    from feature_store.arrow_reader import open_version, read_window_arrow
+    from feature_store.reader import Window
+    from shared.config import load_settings
+    from shared.featurize import Featurizer, load_spec
+    from training.ftrl import FTRLLogisticRegression
+
+    settings = load_settings({"home": str(home)}, env={})
+    path = settings.table_path("observations")
+    if not Path(path).exists():
+        raise SystemExit(f"--ftrl-passes needs a warehouse in {home} (ctr generate + ctr ingest)")
+    days = sorted(date.fromisoformat(p["date"]) for p in open_version(path, None).partitions())
+    spec = load_spec("generated")
+    t0 = time.perf_counter()
+    frame, info = read_window_arrow(settings, Window(days[0], days[0] + timedelta(days=train_days)),
+                                    sorted({*spec.input_columns, "label"}))
+    read_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    X = Featurizer(spec).transform(frame)  # the first in this process: imports and compilation included
+    featurize_s, featurize_cpu = time.perf_counter() - t0, time.process_time() - c0
+    y = frame.column("label").to_numpy().astype(np.int8)
+    n = X.shape[0]
+    print(f"{n:,} rows ({train_days} days from {days[0]}, observations v{info.version}), {X.nnz / n:.1f} non-zeros "
+          f"per row, 2^{spec.bits} columns; read {read_s:.2f} s, featurize {featurize_s:.2f} s "
+          f"({featurize_cpu:.2f} s CPU)", flush=True)
+    FTRLLogisticRegression().fit(X[:1000], y[:1000])  # numba compile (cached) outside the timing
+    wall, cpu = [], []
+    for i in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        FTRLLogisticRegression(passes=passes, random_state=i).fit(X, y)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        print(f"  run {i + 1}: {wall[-1]:.2f} s wall, {cpu[-1]:.2f} s CPU, load average {os.getloadavg()[0]:.2f}",
+              flush=True)
+    w, c = statistics.median(wall), statistics.median(cpu)
+    print(f"ftrl, {passes} passes (exact intercept included), median of {repeats}: "
+          f"{n * passes / w:,.0f} examples x passes/s wall ({w:.2f} s), {n * passes / c:,.0f} per CPU-second "
+          f"({c:.2f} s); load average {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:
@@ -123,7 +185,13 @@ def main() -> None:
     ap.add_argument("--driver-memory", default="4g", help="Spark driver memory (5M rows: 10g)")
     ap.add_argument("--workdir", type=Path, required=True, help="data root (kept; reused when it matches)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--ftrl-passes", type=int,
+                    help="only measure the default engine's examples x passes/s on the warehouse in --workdir")
+    ap.add_argument("--repeats", type=int, default=3, help="fits timed with --ftrl-passes (median printed)")
     args = ap.parse_args()
+    if args.ftrl_passes:
+        ftrl_throughput(args.workdir, args.train_days, args.ftrl_passes, args.repeats)
+        return
 
     from feature_store.ingest import ingest_range
     from shared.config import load_settings
@@ -181,7 +249,7 @@ def main() -> None:
             fixed.write_text(fixed_space(best_params))
         fit_rows = r.rows["train"] + r.rows["validation"]
         rows.append((f"sklearn {name} ({'search' if searching else 'fixed'})", r, wall,
-                     fit_rows / r.seconds["refit"]))
+                     fit_rows / _fit_seconds(r)))
         print(r.summary(), flush=True)
     if args.mllib:
         from training.distributed import SETTING_KEYS, train_mllib_from_warehouse
@@ -191,7 +259,7 @@ def main() -> None:
         r = train_mllib_from_warehouse(spark, settings, windows, full, grid=[setting], model_name="bench-mllib",
                                        seed=args.seed)
         wall = time.perf_counter() - t0
-        rows.append(("mllib crosses", r, wall, (r.rows["train"] + r.rows["validation"]) / r.seconds["refit"]))
+        rows.append(("mllib crosses", r, wall, (r.rows["train"] + r.rows["validation"]) / _fit_seconds(r)))
         print(r.summary(), flush=True)
 
     print()

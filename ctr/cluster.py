@@ -278,7 +278,7 @@ def ready(cluster: Cluster, role: str) -> bool:
 def alive(cluster: Cluster, role: str) -> bool:
     """Whether the process ``up`` recorded for ``role`` is still that process."""
     rec = cluster.processes.get(role)
-    return bool(rec) and processes.state(str(rec["host"]), str(rec["pid"]), str(rec["ticks"])) == processes.ALIVE
+    return rec is not None and processes.state(str(rec["host"]), str(rec["pid"]), str(rec["ticks"])) == processes.ALIVE
 
 
 # -- up / down / status ----------------------------------------------------------------

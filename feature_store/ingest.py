@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from feature_store import tables
 from feature_store.parse import LineError, clip_raw, parse_click, parse_impression
 from shared import catalog
 from shared.config import Settings
-from shared.errors import ConfigurationError, InputError, MissingInputError
+from shared.errors import ConcurrencyError, ConfigurationError, InputError, MissingInputError
 from shared.limits import MiB, too_large
 from shared.openrtb import RAW_FIELD_NAMES
 
@@ -185,11 +186,12 @@ def ingest_days(
 
     Running the same days again gives the same table (idempotent); a run killed before
     its commit leaves the previous version intact. Returns one result per day.
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
+    Runs of other days may write at the same time (``docs/concurrency.md``). The ids stored for
+    the day before the run's first day are read at one pinned version; when a concurrent run
+    rewrote that day between this read and this commit, the pass is done again on the new
+    version, so the table is what the runs give one after the other, in their commit order.
+    """
     if attribution_window_hours <= 0:
         raise ConfigurationError("attribution window must be positive")
     days = sorted(set(days))
@@ -198,6 +200,37 @@ def ingest_days(
     raw_dir = Path(raw_dir or settings.raw_dir)
     t0 = time.perf_counter()
     run_id = uuid.uuid4().hex
+    obs_path = settings.table_path(tables.OBSERVATIONS)
+    previous = sorted({(d - timedelta(days=1)).isoformat() for d in days} - {d.isoformat() for d in days})
+    for attempt in range(1, tables.COMMIT_ATTEMPTS + 1):
+        read_version = tables.latest_version(spark, obs_path) if tables.table_exists(spark, obs_path) else None
+        results, version = _ingest_pass(spark, settings, days, run_id, attribution_window_hours, raw_dir,
+                                        previous, read_version)
+        if not tables.partitions_changed(spark, obs_path, "date", previous, read_version, version):
+            break
+        print(f"observations: day(s) {', '.join(previous)} were rewritten by a concurrent run while this one "
+              f"de-duplicated against them; ingesting again (pass {attempt + 1})", file=sys.stderr, flush=True)
+    else:
+        raise ConcurrencyError(f"observations: day(s) {', '.join(previous)} kept being rewritten by concurrent runs "
+                               f"({tables.COMMIT_ATTEMPTS} passes); run the ingest again")
+    seconds = time.perf_counter() - t0
+    out = [results[d.isoformat()] for d in days]
+    for r in out:
+        r.delta_version, r.seconds = version, seconds
+    _record_runs(spark, settings, out)
+    return out
+
+
+def _ingest_pass(spark: "SparkSession", settings: Settings, days: list[date], run_id: str,
+                 attribution_window_hours: float, raw_dir: Path, previous: list[str],
+                 read_version: int | None) -> tuple[dict[str, IngestResult], int]:
+    """One pass of :func:`ingest_days`: parse, de-duplicate (against the ``previous`` days as
+    stored at ``read_version``), label, count and write; the results by day and the
+    observation table's version written."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     results = {d.isoformat(): IngestResult(run_id=run_id, date=d.isoformat(),
                                            attribution_window_hours=attribution_window_hours) for d in days}
     days_of_clicks = 1 + math.ceil(attribution_window_hours / 24)
@@ -226,9 +259,8 @@ def ingest_days(
     rank = Window.partitionBy("impression_id").orderBy("event_us", "source_file", "line_number")
     kept = parsed.filter("ok").withColumn("_rank", F.row_number().over(rank)).filter("_rank = 1").drop("_rank")
     # An id already stored for the day before (when that day is not part of this run) is a duplicate.
-    previous = sorted({(d - timedelta(days=1)).isoformat() for d in days} - {d.isoformat() for d in days})
-    if tables.table_exists(spark, obs_path):
-        seen = (spark.read.format("delta").load(obs_path)
+    if read_version is not None:
+        seen = (spark.read.format("delta").option("versionAsOf", read_version).load(obs_path)
                 .filter(F.col("date").cast("string").isin(previous))
                 .select("impression_id", F.date_add("date", 1).cast("string").alias("date")))
         kept = kept.join(seen, ["impression_id", "date"], "left_anti")
@@ -299,12 +331,7 @@ def ingest_days(
     version = tables.replace_partitions(observations, obs_path, "date", day_strings)
     for u in (parsed, clicks, observations):
         u.unpersist()
-    seconds = time.perf_counter() - t0
-    out = [results[d] for d in day_strings]
-    for r in out:
-        r.delta_version, r.seconds = version, seconds
-    _record_runs(spark, settings, out)
-    return out
+    return results, version
 
 
 def ingest_day(spark: "SparkSession", settings: Settings, day: date, **kwargs) -> IngestResult:

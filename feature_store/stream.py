@@ -22,7 +22,9 @@ and renames). Each micro-batch, in ``foreachBatch``:
 5. writes, each step idempotent: the quarantined lines (appended), the valid
    clicks (the :data:`STREAM_CLICKS` side table, the join's state), the observations
    (one MERGE on ``impression_id`` + ``date``: insert new impressions, update labels),
-   and last one row of :data:`STREAM_BATCHES` with the counts and the watermark.
+   and last one row of :data:`STREAM_BATCHES` with the counts and the watermark. A commit that
+   loses a race to another writer (a batch ingest replacing a day) is redone with the same
+   txn ids (``docs/concurrency.md``).
 
 Exactly once: the file source's offsets live in the checkpoint
 (``<data root>/checkpoints/ingest``); a micro-batch that was interrupted is replayed with
@@ -212,6 +214,23 @@ class _DeltaTxn:
     def __exit__(self, *exc: Any) -> None:
         for k in self.confs:
             self.spark.conf.unset(k)
+
+
+def _append(df: "DataFrame", path: str, query_id: str, batch_id: int, tag: str, partition: str | None = None) -> None:
+    """Append ``df`` as the batch's commit: Delta skips it when the (query id, batch id) pair
+    was committed already (a replayed batch)."""
+    writer = df.write.format("delta").mode("append")
+    if partition:
+        writer = writer.partitionBy(partition)
+    writer.option("txnAppId", query_id).option("txnVersion", batch_id).option("userMetadata", tag).save(path)
+
+
+def _append_once(df: "DataFrame", path: str, query_id: str, batch_id: int, tag: str,
+                 partition: str | None = None) -> None:
+    """:func:`_append`, retried when it loses a race to create the table (appends never
+    conflict otherwise); the txn ids keep a retry from appending twice."""
+    tables.retry_conflicts(lambda: _append(df, path, query_id, batch_id, tag, partition), path,
+                           f"append of stream batch {batch_id}")
 
 
 # -- the micro-batch --------------------------------------------------------------------------
@@ -408,12 +427,11 @@ class _BatchWriter:
                 self._append_quarantine(quarantine, query_id, batch_id, tag)
             phase(f"stream.quarantined.{batch_id}")
             if r.clicks_read - r.clicks_quarantined and not clicks_done:
-                (new_clicks.select("impression_id", "click_us", "source_file", "line_number",
-                                   F.lit(query_id).alias("query_id"), F.lit(batch_id).cast("long").alias("batch_id"),
-                                   F.col("click_date").cast("date").alias("date"))
-                 .write.format("delta").mode("append").partitionBy("date")
-                 .option("txnAppId", query_id).option("txnVersion", batch_id).option("userMetadata", tag)
-                 .save(clicks_path))
+                _append_once(new_clicks.select("impression_id", "click_us", "source_file", "line_number",
+                                               F.lit(query_id).alias("query_id"),
+                                               F.lit(batch_id).cast("long").alias("batch_id"),
+                                               F.col("click_date").cast("date").alias("date")),
+                             clicks_path, query_id, batch_id, tag, partition="date")
             phase(f"stream.clicks_written.{batch_id}")
             r.observations_version = self._merge_observations(
                 spark, inserts, updates, obs_path, query_id, batch_id, tag, done=obs_done,
@@ -430,40 +448,47 @@ class _BatchWriter:
 
     def _append_quarantine(self, quarantine: "DataFrame", query_id: str, batch_id: int, tag: str) -> None:
         """Append the batch's malformed lines; Delta skips the append when a replay repeats it."""
-        (quarantine.write.format("delta").mode("append").partitionBy("date")
-         .option("txnAppId", query_id).option("txnVersion", batch_id).option("userMetadata", tag)
-         .save(self.settings.table_path(tables.QUARANTINE)))
+        _append_once(quarantine, self.settings.table_path(tables.QUARANTINE), query_id, batch_id, tag,
+                     partition="date")
 
     def _merge_observations(self, spark: "SparkSession", inserts: "DataFrame", updates: "DataFrame", path: str,
                             query_id: str, batch_id: int, tag: str, *, done: bool, dates: list[str]) -> int:
-        """Insert the new impressions and update the labels in one commit; the table's version after it."""
+        """Insert the new impressions and update the labels in one commit; the version it committed.
+
+        A batch ingest may replace a day this MERGE reads (``t.date IN dates``: only those
+        partitions) between its snapshot and its commit: Delta refuses the commit and it is
+        redone (:func:`tables.retry_conflicts`) with the same txn ids, so it still lands once.
+        """
         from delta.tables import DeltaTable
         from pyspark.sql import functions as F
 
         if done:  # committed by an earlier attempt of this batch: its version
-            for row in DeltaTable.forPath(spark, path).history(_HISTORY_DEPTH).select("version", "userMetadata") \
-                    .collect():
-                if row.userMetadata == tag:
-                    return int(row.version)
+            version = tables.version_tagged(spark, path, tag)
+            if version is not None:
+                return version
         if not dates:  # nothing to insert or update
             return tables.latest_version(spark, path) if tables.table_exists(spark, path) else -1
-        if not tables.table_exists(spark, path):
-            (inserts.write.format("delta").mode("append").partitionBy("date")
-             .option("txnAppId", query_id).option("txnVersion", batch_id).option("userMetadata", tag).save(path))
-            return tables.latest_version(spark, path)
         source = (inserts.withColumn("_op", F.lit("insert"))
                   .unionByName(updates.withColumn("_op", F.lit("update")), allowMissingColumns=True))
         cols = catalog.OBSERVATIONS.column_names
-        with _DeltaTxn(spark, query_id, batch_id, tag):
-            (DeltaTable.forPath(spark, path).alias("t")
-             .merge(source.alias("s"), f"t.date IN ({_in_list(dates)}) AND t.date = s.date "
-                    "AND t.impression_id = s.impression_id")
-             .whenMatchedUpdate(condition="s._op = 'update' AND (t.click_delay_s IS NULL "
-                                          "OR s.click_delay_s < t.click_delay_s)",
-                                set={"label": "1", "click_delay_s": "s.click_delay_s"})
-             .whenNotMatchedInsert(condition="s._op = 'insert'", values={c: f"s.{c}" for c in cols})
-             .execute())
-        return tables.latest_version(spark, path)
+
+        def write() -> None:
+            if not tables.table_exists(spark, path):  # created empty ("ignore": a no-op if another writer won)
+                spark.createDataFrame([], inserts.schema).write.format("delta").mode("ignore") \
+                    .partitionBy("date").save(path)
+            with _DeltaTxn(spark, query_id, batch_id, tag):
+                (DeltaTable.forPath(spark, path).alias("t")
+                 .merge(source.alias("s"), f"t.date IN ({_in_list(dates)}) AND t.date = s.date "
+                        "AND t.impression_id = s.impression_id")
+                 .whenMatchedUpdate(condition="s._op = 'update' AND (t.click_delay_s IS NULL "
+                                              "OR s.click_delay_s < t.click_delay_s)",
+                                    set={"label": "1", "click_delay_s": "s.click_delay_s"})
+                 .whenNotMatchedInsert(condition="s._op = 'insert'", values={c: f"s.{c}" for c in cols})
+                 .execute())
+
+        tables.retry_conflicts(write, path, f"merge of stream batch {batch_id}")
+        version = tables.version_tagged(spark, path, tag)
+        return tables.latest_version(spark, path) if version is None else version
 
     def _record(self, spark: "SparkSession", r: BatchResult, path: str) -> None:
         from pyspark.sql import Row
@@ -481,11 +506,8 @@ class _BatchWriter:
             labels_updated=r.labels_updated, click_watermark=r.click_watermark,
             labels_final_before=r.labels_final_before, observations_version=r.observations_version,
         )
-        (spark.createDataFrame([row], STREAM_BATCHES.spark_schema())
-         .write.format("delta").mode("append")
-         .option("txnAppId", r.query_id).option("txnVersion", r.batch_id).option("userMetadata", _tag(r.query_id,
-                                                                                                       r.batch_id))
-         .save(path))
+        _append_once(spark.createDataFrame([row], STREAM_BATCHES.spark_schema()), path, r.query_id, r.batch_id,
+                     _tag(r.query_id, r.batch_id))
 
 
 # -- the query ----------------------------------------------------------------------------------

@@ -359,6 +359,17 @@ def test_serve_follows_the_tracking_servers_alias(spark, pipelines, cluster, tmp
     assert logged and logged >= 2 * len(fields) and logged % len(fields) == 0, logged  # whole requests only
 
 
+def test_registry_races_on_the_tracking_server(cluster, tmp_path):
+    """On the team's store (the tracking server on PostgreSQL): versions created by three
+    processes at once get distinct numbers, and two gates deciding at once compare against the
+    champion current when each moves the alias (the gate lock, docs/concurrency.md)."""
+    from test_concurrency import gates_at_once, versions_at_once
+
+    settings = load_settings({"home": str(tmp_path / "home"), "mlflow_tracking_uri": cluster.mlflow}, env={})
+    versions_at_once(settings)
+    gates_at_once(settings, tmp_path)
+
+
 def test_driver_killed_after_commit_rerun_completes(spark, cluster, raw, tmp_path):
     """A driver on the cluster killed right after its observations commit leaves no partial
     commit; the same command run again leaves the table an uninterrupted run leaves."""

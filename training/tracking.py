@@ -25,22 +25,33 @@ reason says so: a log-loss on another window is not a comparison.
 
 Promotions record the champion they replace (version tag ``champion.previous``);
 :func:`rollback` moves ``champion`` back to it and records that in tags.
+
+Several trainings may register at once (``docs/concurrency.md``): the store numbers their
+versions (the SQL store retries a version number taken meanwhile), and the gate, ``promote``
+and ``rollback`` hold :func:`gate_lock`, a mutex made of the registry itself, so the champion
+a gate compares against is the one current when it moves the alias.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
+import sys
 import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from shared import processes
 from shared.config import Settings
-from shared.errors import ArtifactError, ConfigurationError
+from shared.errors import ArtifactError, ConcurrencyError, ConfigurationError
 from shared.faults import phase
 from shared.mlflow_utils import configure_mlflow, get_or_create_experiment
 from shared.model.format import LoadedModel, load_model_dir
@@ -54,6 +65,14 @@ PENDING, INTERRUPTED = "pending", "interrupted"  # gate.decision before the gate
 REGISTERING_PID, REGISTERING_HOST, REGISTERING_START = "registering.pid", "registering.host", "registering.start"
 PYFUNC_NAME = "model"
 REPO_DIR = Path(__file__).resolve().parents[1]
+# The gate lock (see gate_lock): a registered model named <model><GATE_LOCK_SUFFIX> while held.
+GATE_LOCK_SUFFIX = ".gate-lock"
+GATE_LOCK_WAIT_SECONDS = 900.0  # a gate waits this long for another one's (rescoring a champion takes minutes)
+GATE_LOCK_LEASE_SECONDS = 600.0  # a holder on another host silent this long (no heartbeat) is presumed dead
+GATE_LOCK_POLL_SECONDS = 0.5
+LOCK_HOST, LOCK_PID, LOCK_START = "lock.host", "lock.pid", "lock.start"
+LOCK_TOKEN, LOCK_HEARTBEAT = "lock.token", "lock.heartbeat"
+_TAKEN, _GONE = "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"  # MLflow error codes
 
 
 @dataclass(frozen=True)
@@ -215,11 +234,17 @@ def promote(settings: Settings, model_name: str, version, *, reason: str = "manu
     """Point ``champion`` at ``version``; returns the previous champion's version (or None).
 
     The version records the champion it replaced (``champion.previous``), when and why,
-    so :func:`rollback` can undo it.
+    so :func:`rollback` can undo it. Holds the gate lock: no gate decides meanwhile.
     """
     client = _client(settings)
     version = str(version)
     client.get_model_version(model_name, version)  # raises if it does not exist
+    with gate_lock(settings, model_name):
+        return _move_champion(client, model_name, version, reason)
+
+
+def _move_champion(client, model_name: str, version: str, reason: str) -> str | None:
+    """:func:`promote` without the lock (its caller holds it)."""
     previous = _champion(client, model_name)
     previous_version = None if previous is None else previous.version
     if previous_version == version:
@@ -238,30 +263,179 @@ def rollback(settings: Settings, model_name: str, *, reason: str = "manual") -> 
 
     Tags ``rollback.*`` on both versions and ``last_rollback`` on the registered model
     record it. Repeated rollbacks walk further back through the promotion history.
+    Holds the gate lock, like :func:`promote`.
     """
     client = _client(settings)
-    current = _champion(client, model_name)
-    if current is None:
-        raise ArtifactError(f"model {model_name!r} has no {CHAMPION!r} alias to roll back")
-    target = current.tags.get(Tag.CHAMPION_PREVIOUS, "")
-    if not target:
-        raise ArtifactError(
-            f"champion version {current.version} of {model_name!r} records no previous champion to roll back to"
+    with gate_lock(settings, model_name):
+        current = _champion(client, model_name)
+        if current is None:
+            raise ArtifactError(f"model {model_name!r} has no {CHAMPION!r} alias to roll back")
+        target = current.tags.get(Tag.CHAMPION_PREVIOUS, "")
+        if not target:
+            raise ArtifactError(
+                f"champion version {current.version} of {model_name!r} records no previous champion to roll back to"
+            )
+        client.get_model_version(model_name, target)  # raises if it was deleted
+        at = _now()
+        client.set_registered_model_alias(model_name, CHAMPION, target)
+        _set_tags(client, model_name, current.version, {
+            "rollback.rolled_back_at": at, "rollback.replaced_by": target, "rollback.reason": reason,
+        })
+        _set_tags(client, model_name, target, {
+            "rollback.restored_at": at, "rollback.restored_from": current.version, "rollback.reason": reason,
+        })
+        client.set_registered_model_tag(
+            model_name, "last_rollback",
+            _canonical({"from": current.version, "to": target, "at": at, "reason": reason}),
         )
-    client.get_model_version(model_name, target)  # raises if it was deleted
-    at = _now()
-    client.set_registered_model_alias(model_name, CHAMPION, target)
-    _set_tags(client, model_name, current.version, {
-        "rollback.rolled_back_at": at, "rollback.replaced_by": target, "rollback.reason": reason,
-    })
-    _set_tags(client, model_name, target, {
-        "rollback.restored_at": at, "rollback.restored_from": current.version, "rollback.reason": reason,
-    })
-    client.set_registered_model_tag(
-        model_name, "last_rollback",
-        _canonical({"from": current.version, "to": target, "at": at, "reason": reason}),
-    )
     return target
+
+
+# -- the gate lock ----------------------------------------------------------------
+
+def gate_lock_name(model_name: str) -> str:
+    """The registered model whose existence is the gate lock of ``model_name``."""
+    return f"{model_name}{GATE_LOCK_SUFFIX}"
+
+
+@contextmanager
+def gate_lock(settings: Settings, model_name: str, *, wait_seconds: float | None = None,
+              lease_seconds: float | None = None) -> Iterator[None]:
+    """Hold the gate lock of ``model_name`` for the block: one process at a time reads the
+    champion, compares and moves the alias (MLflow has no compare-and-set on aliases).
+
+    The lock is the registry itself, so it works with whatever store the team shares (SQLite
+    file, tracking server on PostgreSQL): creating the registered model
+    :func:`gate_lock_name` is a unique-name insert, which exactly one creator wins; its tags
+    name the holder (host, pid, start ticks, token) and a heartbeat; releasing deletes it.
+    A lock whose holder is gone (:mod:`shared.processes`), or on another host silent for
+    ``lease_seconds``, is broken; after ``wait_seconds``: :class:`ConcurrencyError`. (Defaults:
+    :data:`GATE_LOCK_WAIT_SECONDS`, :data:`GATE_LOCK_LEASE_SECONDS`, read at each call.)
+    """
+    wait_seconds = GATE_LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    lease_seconds = GATE_LOCK_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    client = _client(settings)
+    name, token = gate_lock_name(model_name), uuid.uuid4().hex
+    _acquire(client, name, token, wait_seconds, lease_seconds)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(_client(settings), name, token, lease_seconds / 10, stop),
+                            name=f"heartbeat {name}", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        _release(client, name, token)
+
+
+def _acquire(client, name: str, token: str, wait_seconds: float, lease_seconds: float) -> None:
+    """Create the lock model, breaking a stale one, polling until ``wait_seconds`` have passed."""
+    from mlflow.exceptions import MlflowException
+
+    host, pid, ticks = processes.this_process()
+    tags = {LOCK_HOST: host, LOCK_PID: str(pid), LOCK_START: ticks, LOCK_TOKEN: token,
+            LOCK_HEARTBEAT: repr(time.time())}
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            client.create_registered_model(name, tags=tags, description="held while a promotion gate decides; "
+                                           "not a model (training.tracking.gate_lock)")
+            return
+        except MlflowException as err:
+            if err.error_code not in (_TAKEN, _GONE):  # _GONE: released while the store looked it up
+                raise
+        holder = _holder(client, name)
+        if holder is not None and _stale(holder, lease_seconds):
+            _break(client, name, holder, lease_seconds)
+            continue
+        if time.monotonic() >= deadline:
+            who = "" if holder is None else (f" by pid {holder.tags.get(LOCK_PID)} on {holder.tags.get(LOCK_HOST)} "
+                                              f"since {_held_since(holder)}")
+            raise ConcurrencyError(
+                f"the promotion gate lock {name!r} is held{who}: waited {wait_seconds:.0f}s; if that process is "
+                f"gone for good, delete the registered model {name!r} and run again")
+        time.sleep(GATE_LOCK_POLL_SECONDS * random.uniform(0.5, 1.5))
+
+
+def _holder(client, name: str):
+    """The lock model (its tags name the holder), or None when it is not held."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code == _GONE:
+            return None
+        raise
+
+
+def _last_sign_of_life(holder) -> float:
+    """When the holder last showed it was alive (epoch seconds): taking the lock or a heartbeat."""
+    try:
+        beat = float(holder.tags.get(LOCK_HEARTBEAT) or 0)
+    except ValueError:
+        beat = 0.0
+    return max(beat, (holder.creation_timestamp or 0) / 1000)
+
+
+def _held_since(holder) -> str:
+    return datetime.fromtimestamp((holder.creation_timestamp or 0) / 1000, timezone.utc).isoformat(timespec="seconds")
+
+
+def _stale(holder, lease_seconds: float) -> bool:
+    """Whether the lock's holder is gone: known dead on this host, or (another host, where its
+    pid says nothing) silent for longer than the lease. A live holder here is never stale."""
+    tags = holder.tags
+    state = processes.state(tags.get(LOCK_HOST), tags.get(LOCK_PID), tags.get(LOCK_START))
+    if state != processes.UNKNOWN:
+        return state == processes.GONE
+    return time.time() - _last_sign_of_life(holder) > lease_seconds
+
+
+def _break(client, name: str, seen, lease_seconds: float) -> None:
+    """Delete the stale lock ``seen``, after reading it again: if it was released and taken
+    anew meanwhile (another token) or shows life, it is not stale and stays."""
+    from mlflow.exceptions import MlflowException
+
+    again = _holder(client, name)
+    if again is None or again.tags.get(LOCK_TOKEN) != seen.tags.get(LOCK_TOKEN) or not _stale(again, lease_seconds):
+        return
+    try:
+        client.delete_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != _GONE:
+            raise
+        return
+    print(f"broke the stale promotion gate lock {name!r} of pid {seen.tags.get(LOCK_PID)} on "
+          f"{seen.tags.get(LOCK_HOST)} (held since {_held_since(seen)})", file=sys.stderr, flush=True)
+
+
+def _heartbeat(client, name: str, token: str, every: float, stop: threading.Event) -> None:
+    """Renew the lock's lease every ``every`` seconds while it is held (a long champion rescoring
+    is not mistaken for a dead holder on another host)."""
+    from mlflow.exceptions import MlflowException
+
+    while not stop.wait(every):
+        try:
+            holder = _holder(client, name)
+            if holder is None or holder.tags.get(LOCK_TOKEN) != token:
+                return  # broken: nothing of ours to renew
+            client.set_registered_model_tag(name, LOCK_HEARTBEAT, repr(time.time()))
+        except MlflowException:
+            pass  # the store is unreachable now; the next beat tries again
+
+
+def _release(client, name: str, token: str) -> None:
+    """Delete the lock if it is still ours (a lock broken and taken by another stays theirs)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        holder = _holder(client, name)
+        if holder is not None and holder.tags.get(LOCK_TOKEN) == token:
+            client.delete_registered_model(name)
+    except MlflowException as err:  # left behind: the next gate breaks it once this process is gone
+        print(f"could not release the promotion gate lock {name!r}: {err}", file=sys.stderr, flush=True)
 
 
 # -- the gate ---------------------------------------------------------------------
@@ -277,13 +451,24 @@ def promotion_gate(
     champion_scorer: Callable[[LoadedModel], float] | None = None,
 ) -> GateDecision:
     """Decide whether ``version`` replaces the champion, record the decision as
-    ``gate.*`` tags on the version, and move the alias when it wins."""
+    ``gate.*`` tags on the version, and move the alias when it wins.
+
+    The whole decision holds the gate lock (:func:`gate_lock`): two trainings that finish
+    together are gated one after the other, the second against the champion the first left,
+    so the alias never moves on a comparison with a champion that is no longer current.
+    """
     if not 0.0 <= margin < 1.0:
         raise ConfigurationError(f"margin must be in [0, 1), got {margin}")
     if not math.isfinite(candidate_log_loss):
         raise ValueError(f"candidate log-loss must be finite, got {candidate_log_loss}")
+    with gate_lock(settings, model_name):
+        return _decide(settings, model_name, str(version), candidate_log_loss, test_window, margin, champion_scorer)
+
+
+def _decide(settings: Settings, model_name: str, version: str, candidate_log_loss: float, test_window: str,
+            margin: float, champion_scorer: Callable[[LoadedModel], float] | None) -> GateDecision:
+    """:func:`promotion_gate` without the lock (its caller holds it)."""
     client = _client(settings)
-    version = str(version)
     champ = _champion(client, model_name)
     champ_version = champ_ll = source = rel = None
     if champ is None:
@@ -326,7 +511,7 @@ def promotion_gate(
         "gate.decided_at": _now(),
     })
     if promoted and champ_version != version:
-        promote(settings, model_name, version, reason="gate: " + reason)
+        _move_champion(client, model_name, version, "gate: " + reason)
         phase("train.promoted")
     # the decision tag last: a version still "pending" was never gated to the end (see recover_interrupted)
     _set_tags(client, model_name, version, {Tag.GATE_DECISION: "promoted" if promoted else "rejected"})
@@ -470,7 +655,11 @@ def log_training_run(
         try:
             client.get_registered_model(model_name)
         except MlflowException:
-            client.create_registered_model(model_name)
+            try:
+                client.create_registered_model(model_name)
+            except MlflowException as err:  # another training created it meanwhile
+                if err.error_code != _TAKEN:
+                    raise
         source = client.get_run(run_id).info.artifact_uri.rstrip("/") + f"/{MODEL_DIR_ARTIFACT}"
         mv = client.create_model_version(model_name, source, run_id=run_id, tags=version_tags)
 
