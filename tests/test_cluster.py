@@ -363,7 +363,7 @@ def test_registry_races_on_the_tracking_server(cluster, tmp_path):
     """On the team's store (the tracking server on PostgreSQL): versions created by three
     processes at once get distinct numbers, and two gates deciding at once compare against the
     champion current when each moves the alias (the gate lock, docs/concurrency.md)."""
-    from test_concurrency import gates_at_once, versions_at_once
+    from registry_support import gates_at_once, versions_at_once
 
     settings = load_settings({"home": str(tmp_path / "home"), "mlflow_tracking_uri": cluster.mlflow}, env={})
     versions_at_once(settings)
