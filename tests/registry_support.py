@@ -35,7 +35,9 @@ def gates_at_once(settings, tmp_path) -> None:
     loss = {}  # a version's log-loss on the candidates' test rows, by its fingerprint
     for version, (tag, ll) in enumerate((("v1", 0.40), ("good", 0.30), ("worse", 0.35)), start=1):
         d = tiny_model_dir(tmp_path, tag, C=0.1 * version)
-        client.create_model_version("gated", str(d), tags={Tag.MODEL_DIR_URI: str(d), Tag.TEST_WINDOW: "w"})
+        # a tracking server refuses local paths as a version's source: the gate reads MODEL_DIR_URI
+        client.create_model_version("gated", f"s3://ctr-tests/{tag}", tags={Tag.MODEL_DIR_URI: str(d),
+                                                                             Tag.TEST_WINDOW: "w"})
         loss[f"fp-{tag}"] = ll
     promote(settings, "gated", "1")
     both_rescoring = threading.Barrier(2, timeout=2)  # broken when the other gate cannot be rescoring
@@ -74,7 +76,7 @@ client = mlflow.MlflowClient()
 client.search_registered_models(max_results=1)  # connected before the start
 while time.time() < start:
     time.sleep(0.001)
-print(" ".join(str(client.create_model_version("m", f"/src/{i}").version) for i in range(n)))
+print(" ".join(str(client.create_model_version("m", f"s3://ctr-tests/src/{i}").version) for i in range(n)))
 """
 
 
