@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.featurize import Featurizer, load_spec  # noqa: E402
+from shared.processes import tree_cpu_seconds  # noqa: E402
 
 #: Distinct values of c1..c26 in the full Criteo Kaggle training set (45.8M rows).
 CRITEO_CARDINALITY = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
@@ -144,26 +145,6 @@ def bench_generated(repeats: int, n: int) -> None:
     print(f"  record path: median {np.median(lat) / 1000:.1f} us   p99 {np.percentile(lat, 99) / 1000:.1f} us")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (Linux /proc), reaped
-    children included through their parents' cutime/cstime."""
-    tck = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tck)
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += stats[p][1]
-        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
-    return total
 
 
 def bench_warehouse(home: str, rows: int, repeats: int, master: str, paths: set[str]) -> None:

@@ -28,29 +28,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and all its live descendants (Linux /proc).
-
-    Descendants that have exited and been reaped count through their parent's cutime/cstime."""
-    tck = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # fields[1] ppid; [11] utime, [12] stime, [13] cutime, [14] cstime (clock ticks)
-            stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tck)
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += stats[p][1]
-        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
-    return total
+from shared.processes import tree_cpu_seconds
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from shared.processes import tree_cpu_seconds  # noqa: E402
 from synthetic import loadgen  # noqa: E402
 from synthetic.sample import generate_impressions, register_model_dir, train_model_dir  # noqa: E402
 
@@ -58,24 +59,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and all its descendants (Linux /proc)."""
-    tck = os.sysconf("SC_CLK_TCK")
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tck)
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += stats[p][1]
-        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
-    return total
 
 
 def handler_quantiles(metrics_text: str, endpoint: str, qs=(0.5, 0.99)) -> dict[str, str]:

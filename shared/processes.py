@@ -86,3 +86,28 @@ def state(host: str | None, pid: int | str | None, ticks: str | None = None) -> 
 def gone(host: str | None, pid: int | str | None, ticks: str | None = None) -> bool:
     """Whether the process is known to be gone (see :func:`state`)."""
     return state(host, pid, ticks) == GONE
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and all its live descendants (Linux ``/proc``);
+    descendants that exited and were reaped count through their parent's cutime/cstime.
+    What the benchmarks charge a job whose work runs in a JVM and its Python workers."""
+    tck = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = _stat(entry).rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # fields[1] ppid; [11] utime, [12] stime, [13] cutime, [14] cstime (clock ticks)
+            stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tck)
+    children: dict[int, list[int]] = {}
+    for child, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += children.get(p, [])
+    return total

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from apt_support import apt_install
 from faults_support import ctr, ctr_in_process, rows
 from shared.config import Settings, load_settings
 
@@ -66,22 +67,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
-
-def _install_postgres() -> str | None:
-    if os.environ.get("CTR_NO_APT"):
-        return "PostgreSQL is not installed and package installation is turned off (CTR_NO_APT set)"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "PostgreSQL is not installed and apt-get is not available as root to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd, limit in ((["apt-get", "update"], 600),
-                       (["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], 1200)):
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"could not install PostgreSQL: {' '.join(cmd)}: {exc}"
-        if done.returncode != 0:
-            return f"could not install PostgreSQL: {' '.join(cmd)} exited {done.returncode}: {done.stderr[-500:]}"
-    return None
 
 
 def _postgres_present() -> bool:
@@ -117,7 +102,7 @@ def cluster(tmp_path_factory):
     from ctr.cluster import load
 
     if not _postgres_present():
-        why = _install_postgres()
+        why = apt_install("postgresql")
         if why or not _postgres_present():
             pytest.skip(why or "PostgreSQL could not be found after installing it")
     home = tmp_path_factory.mktemp("cluster_home")

@@ -35,6 +35,7 @@ import pytest
 
 from faults_support import ctr, ctr_in_process, rows
 from registry_support import gates_at_once, versions_at_once
+from training_support import ftrl_fixed_space
 from feature_store import stream, tables
 from feature_store.ingest import ingest_days
 from shared.errors import ConcurrencyError
@@ -343,17 +344,6 @@ def test_a_commit_retried_until_the_limit_is_a_declared_error(monkeypatch):
 
 # -- trainings registering at once -------------------------------------------------------------
 
-SPACE = """
-[budget]
-trials = 1
-wall_seconds = 60
-[fixed]
-engine = "ftrl"
-alpha = 0.1
-l2 = 1.0
-l1 = {l1}
-passes = 2
-"""
 MODEL = "concurrent-model"
 
 
@@ -380,7 +370,7 @@ def trainer(spark, tmp_path_factory):
     folder = tmp_path_factory.mktemp("trainings_files")
     (folder / "spec.toml").write_text(tiny_spec().to_toml())
     for name, l1 in (("good", 0.5), ("mid", 5.0), ("bad", 50.0)):
-        (folder / f"{name}.toml").write_text(SPACE.format(l1=l1))
+        (folder / f"{name}.toml").write_text(ftrl_fixed_space(l1))
 
     def args(quality):
         return ("train", "--start", START.isoformat(), "--train-days", "2", "--spec", str(folder / "spec.toml"),

@@ -10,7 +10,6 @@ installs it with apt-get (CI included, so a fresh machine runs the check; not wh
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apt_support import apt_install
 from monitoring_support import DAY_A, DAY_B
 
 pytestmark = pytest.mark.spark
@@ -31,28 +31,12 @@ ARTIFACTS = REPO / "test-artifacts"
 BROWSERS = ("chromium", "chromium-browser")
 
 
-def _install_chromium() -> str | None:
-    if os.environ.get("CTR_NO_APT"):
-        return "chromium is not installed and package installation is turned off (CTR_NO_APT set)"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "chromium is not installed and apt-get is not available as root to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd, limit in ((["apt-get", "update"], 600), (["apt-get", "install", "-y", "--no-install-recommends",
-                                                        "chromium"], 1200)):
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"could not install chromium: {' '.join(cmd)}: {exc}"
-        if done.returncode != 0:
-            return f"could not install chromium: {' '.join(cmd)} exited {done.returncode}: {done.stderr[-500:]}"
-    return None
-
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
     found = next((p for p in map(shutil.which, BROWSERS) if p), None)
     if found is None:
-        why = _install_chromium()
+        why = apt_install("chromium")
         found = next((p for p in map(shutil.which, BROWSERS) if p), None)
         if found is None:
             pytest.skip(why or "chromium could not be found after installing it")

@@ -47,8 +47,9 @@ def shared_store(tmp_path_factory):
     return _STORE["settings"]
 
 
-#: A search space of one fixed FTRL setting: ``ctr train`` without a search (fast, deterministic).
-FTRL_FIXED_SPACE = """
+def ftrl_fixed_space(l1: float = 0.5) -> str:
+    """A search space of one fixed FTRL setting (a fast, deterministic ``ctr train``)."""
+    return f"""
 [budget]
 trials = 1
 wall_seconds = 60
@@ -56,6 +57,10 @@ wall_seconds = 60
 engine = "ftrl"
 alpha = 0.1
 l2 = 1.0
-l1 = 0.5
+l1 = {l1}
 passes = 2
 """
+
+
+#: ``ctr train`` without a search (fast, deterministic).
+FTRL_FIXED_SPACE = ftrl_fixed_space()
