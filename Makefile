@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-full install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# everything make test skips for time: the full kill matrix, process-level races, the cluster's
+# MLlib / back-test / driver kill, and the tests marked `full` (an hour or more on 2 cores)
+test-full: $(STAMP)
+	CTR_TEST_FULL=1 CTR_FAULTS_FULL=1 CTR_CONCURRENCY_FULL=1 CTR_CLUSTER_FULL=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf ctr_home .pytest_cache

@@ -5,11 +5,13 @@ repository, and its warehouse tables and model weights are compared with the sam
 on this session's ``local[2]`` Spark with a SQLite MLflow store.
 
 The pipeline: batch ingest (with the worker killed while it runs, and started again: Spark
-re-runs the lost tasks on the new worker's executor), aggregate features, ``ctr train`` with
-each engine (the search with trials in threads on the driver, trials on Spark, MLlib, the
-per-segment fan-out), a back-test; then ``ctr serve`` loads the champion from the tracking
-server over HTTP and follows its alias, and ``ctr monitor`` runs on the cluster over what it
-logged. A driver killed after its observations commit is re-run to the same table.
+re-runs the lost tasks on the new worker's executor), the import of a Criteo file, the
+streaming ingest of the same logs into its own data root, aggregate features, ``ctr train``
+with each engine (the search with trials in threads on the driver, trials on Spark, the
+per-segment fan-out; ``CTR_CLUSTER_FULL=1`` adds MLlib and a back-test); then ``ctr serve``
+loads the champion from the tracking server over HTTP and follows its alias, and ``ctr
+monitor`` runs on the cluster over what it logged. With ``CTR_CLUSTER_FULL=1``, a driver
+killed after its observations commit is re-run to the same table.
 
 PostgreSQL comes from Debian's ``postgresql`` package: when it is missing, this module's setup
 installs it with apt-get (as the dashboard test does with Chromium: as root, not when
@@ -26,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from glob import glob
@@ -42,24 +45,35 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 START = date(2026, 11, 1)
-DAYS = 4
+DAYS = 3
 END = START + timedelta(days=DAYS - 1)
 SEGMENT_COLUMN = "device_type"
 #: Columns that name a run or a moment, not data: they differ between any two runs.
 RUN_COLUMNS = ("run_id", "ingest_run_id", "ingested_at", "finished_at", "started_at", "seconds", "updated_at",
                "computed_at", "created_at", "fit_seconds")
+#: ``make test`` runs the pipeline with every path to the cluster once: the batch ingest (the
+#: worker killed in it), the import, the streaming ingest, aggregate features, ``ctr train``
+#: reading on the driver (the search, trials in threads), trials on Spark, the per-segment
+#: fan-out. ``CTR_CLUSTER_FULL=1`` adds MLlib, a back-test and a driver killed on the cluster.
+FULL = bool(os.environ.get("CTR_CLUSTER_FULL"))
+#: The pipeline's commands; ``{raw}`` / ``{criteo}`` are the generated logs and a Criteo file.
+#: The streaming ingest writes its own data root (``stream/`` beside the pipeline's), whose
+#: observation table must equal the batch ingest's.
 PIPELINE = (
-    f"ingest --start {START} --end {END}",
+    f"ingest --start {START} --end {END} --raw {{raw}}",
+    "import criteo {criteo} --start-date 2026-10-01 --days 2",
+    "--home {stream} ingest --stream --once --raw {raw}",
     f"features build --start {START} --end {END}",
-    f"train --start {START} --train-days 2 --trials 2",
-    f"train --start {START} --train-days 2 --trials 2 --trials-on spark",
-    f"train --start {START} --train-days 2 --engine mllib --param max_iter=10",
-    f"train --start {START} --train-days 2 --per-segment {SEGMENT_COLUMN} --min-rows 200 --global-engine sklearn",
+    f"train --start {START} --train-days 1 --trials 2",
+    f"train --start {START} --train-days 1 --trials 2 --trials-on spark",
+    f"train --start {START} --train-days 1 --per-segment {SEGMENT_COLUMN} --min-rows 200 --global-engine sklearn",
+) + ((
+    f"train --start {START} --train-days 1 --engine mllib --param max_iter=10",
     f"backtest --start {START} --days 1 --train-days 2 --engine ftrl",
-)
+) if FULL else ())
 #: Registered versions the pipeline makes, in order (model name, engine, deterministic?).
 VERSIONS = (("ctr-model", "search, threads", True), ("ctr-model", "search, trials on Spark", True),
-            ("ctr-model", "mllib", False), ("ctr-segment-model", "per-segment", True))
+            ("ctr-segment-model", "per-segment", True)) + ((("ctr-model", "mllib", False),) if FULL else ())
 
 
 def _free_port() -> int:
@@ -133,17 +147,33 @@ def raw(tmp_path_factory):
     cfg = GeneratorConfig(days=DAYS, impressions_per_day=1500, seed=31, start_date=START, n_users=1200,
                           n_sites=60, n_publishers=30, n_advertisers=10, n_segments=20, base_ctr=0.04)
     out = tmp_path_factory.mktemp("cluster_raw")
-    generate_logs(cfg, out)
+    generate_logs(cfg, out / "logs")
+    _write_criteo(out / "criteo.tsv", 800)
     return out
+
+
+def _write_criteo(path: Path, n: int) -> None:
+    """A Criteo-layout file (label, 13 integers, 26 hashed categoricals, tab-separated) with a
+    few lines the import must quarantine (a wrong column count, a bad label, a bad integer)."""
+    rng = np.random.default_rng(5)
+    lines = []
+    for i in range(n):
+        ints = ["" if rng.random() < 0.2 else str(int(rng.integers(0, 50))) for _ in range(13)]
+        cats = ["" if rng.random() < 0.1 else f"{int(rng.integers(0, 40)):08x}" for _ in range(26)]
+        lines.append("\t".join([str(int(rng.random() < 0.25)), *ints, *cats]))
+    lines[7] = "\t".join(lines[7].split("\t")[:30])
+    lines[99] = "2" + lines[99][1:]
+    lines[400] = "\t".join(lines[400].split("\t")[:3] + ["3.5"] + lines[400].split("\t")[4:])
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _runner(home: Path, flags: tuple[str, ...], raw: Path) -> list[list[str]]:
     steps = []
     for line in PIPELINE:
-        args = line.split()
-        if args[0] == "ingest":
-            args += ["--raw", str(raw)]
-        steps.append(["--home", str(home), *flags, *args])
+        args = line.format(raw=raw / "logs", criteo=raw / "criteo.tsv", stream=home / "stream").split()
+        if args[0] != "--home":
+            args = ["--home", str(home), *args]
+        steps.append([*args[:2], *flags, *args[2:]])
     return steps
 
 
@@ -199,27 +229,37 @@ def pipelines(spark, cluster, raw, tmp_path_factory):
     cluster_home = cluster.home / "data"
     # the cluster's driver: its own process, started outside the repository
     elsewhere = tmp_path_factory.mktemp("driver_cwd")
-    proc = subprocess.Popen([sys.executable, "-c", RUN_STEPS, json.dumps(_runner(cluster_home, cluster.flags, raw))],
-                            cwd=elsewhere, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = elsewhere / "driver.log"
+    with log.open("w") as out:  # a file, not a pipe: nobody reads while the local reference runs
+        proc = subprocess.Popen([sys.executable, "-c", RUN_STEPS, json.dumps(_runner(cluster_home, cluster.flags, raw))],
+                                cwd=elsewhere, env=_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+    # the local reference runs meanwhile, in this process (the cluster's driver mostly waits)
+    killer = ThreadPoolExecutor(1)
     try:
-        _kill_worker_during_ingest(cluster, proc)
-        output = proc.communicate(timeout=1200)[0]
+        killed = killer.submit(_kill_worker_during_ingest, cluster, proc)
+        for argv in _runner(local_home, (), raw):
+            if "--stream" in argv:  # compared with the local batch ingest instead
+                continue
+            t0 = time.perf_counter()
+            assert ctr_in_process(local_home, *argv[2:]) == 0, argv
+            print(f"### local {' '.join(argv[2:4])}: {time.perf_counter() - t0:.1f} s")
+        killed.result(timeout=600)
+        proc.wait(timeout=1200)
     finally:
+        killer.shutdown(wait=False, cancel_futures=True)
         if proc.poll() is None:
             proc.kill()
+    output = log.read_text(errors="replace")
     assert proc.returncode == 0, output[-6000:]
     print("\n".join(line for line in output.splitlines() if line.startswith("###")))
-    for argv in _runner(local_home, (), raw):
-        t0 = time.perf_counter()
-        assert ctr_in_process(local_home, *argv[2:]) == 0, argv
-        print(f"### local {' '.join(argv[2:4])}: {time.perf_counter() - t0:.1f} s")
     executors = sorted({p.parent.name for p in (cluster.home / "cluster" / "work").glob("app-*/*/stderr")})
     return Pipelines(load_settings({"home": str(local_home)}, env={}),
                      load_settings({"home": str(cluster_home), "mlflow_tracking_uri": cluster.mlflow}, env={}),
                      output, executors)
 
 
-TABLES = ("observations", "quarantine", "ingest_runs", "aggregate_features", "segment_models", "backtest_metrics")
+TABLES = ("observations", "quarantine", "ingest_runs", "aggregate_features", "segment_models",
+          "criteo_observations", "criteo_quarantine", "import_runs") + (("backtest_metrics",) if FULL else ())
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -230,6 +270,16 @@ def test_cluster_tables_equal_local(spark, pipelines, table):
     remote = rows(spark, pipelines.cluster.table_path(table), drop=RUN_COLUMNS)
     assert local, f"the local run wrote no {table} rows"
     assert remote == local
+
+
+def test_stream_on_the_cluster_gives_the_batch_table(spark, pipelines):
+    """The streaming ingest (Structured Streaming, its checkpoint under its data root) on the
+    cluster writes the observations and quarantine the batch ingest wrote, row for row."""
+    stream = load_settings({"home": str(pipelines.cluster.home / "stream")}, env={})
+    for table in ("observations", "quarantine"):
+        batch = rows(spark, pipelines.local.table_path(table), drop=RUN_COLUMNS)
+        assert rows(spark, stream.table_path(table), drop=RUN_COLUMNS) == batch, table
+    assert (pipelines.cluster.home / "stream" / "checkpoints" / "ingest").is_dir()
 
 
 def test_worker_killed_mid_job_replaced(pipelines):
@@ -302,7 +352,7 @@ def test_serve_follows_the_tracking_servers_alias(spark, pipelines, cluster, tmp
     champion = champion_version(pipelines.cluster, "ctr-model")
     local = {v["version"]: v for v in list_versions(pipelines.local, "ctr-model")}
     remote = list_versions(pipelines.cluster, "ctr-model")
-    mllib = remote[[v[1] for v in VERSIONS].index("mllib")]["version"]
+    other = next(v["version"] for v in remote if v["version"] != champion)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ctr.cli", "--home", str(pipelines.cluster.home), "--port", str(port),
                              "--mlflow-uri", cluster.mlflow, "serve", "--poll-seconds", "1"],
@@ -323,11 +373,11 @@ def test_serve_follows_the_tracking_servers_alias(spark, pipelines, cluster, tmp
         expected = _champion_offline(pipelines.local, local[champion]["version"], tmp_path).ctrs(fields)
         np.testing.assert_allclose([p["ctr"] for p in first["predictions"]], expected, rtol=1e-12)
         moved = _ctr("--home", str(pipelines.cluster.home), "--mlflow-uri", cluster.mlflow, "models", "promote",
-                     mllib, env=_env())
+                     other, env=_env())
         assert moved.returncode == 0, moved.stdout + moved.stderr
-        after = wait_for(lambda: (s := score()) and s["model_version"] == mllib and s, timeout=60,
+        after = wait_for(lambda: (s := score()) and s["model_version"] == other and s, timeout=60,
                          what="the server to swap to the promoted version")
-        expected = _champion_offline(pipelines.cluster, mllib, tmp_path).ctrs(fields)
+        expected = _champion_offline(pipelines.cluster, other, tmp_path).ctrs(fields)
         np.testing.assert_allclose([p["ctr"] for p in after["predictions"]], expected, rtol=1e-12)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -358,14 +408,17 @@ def test_registry_races_on_the_tracking_server(cluster, tmp_path):
 def test_driver_killed_after_commit_rerun_completes(spark, cluster, raw, tmp_path):
     """A driver on the cluster killed right after its observations commit leaves no partial
     commit; the same command run again leaves the table an uninterrupted run leaves."""
+    if not FULL:
+        pytest.skip("the driver killed on the cluster runs with CTR_CLUSTER_FULL=1 (make test kills drivers on "
+                    "local[2]: test_faults_jobs)")
     home = tmp_path / "killed"
-    args = ("ingest", "--date", str(START), "--raw", str(raw), *cluster.flags)
+    args = ("ingest", "--date", str(START), "--raw", str(raw / "logs"), *cluster.flags)
     killed = ctr(home, *args, kill_at="delta.observations")
     assert killed.killed and killed.phases[-1] == "delta.observations", killed.output
     again = ctr(home, *args)
     assert again.returncode == 0, again.output
     clean = tmp_path / "clean"
-    assert ctr_in_process(clean, "ingest", "--date", str(START), "--raw", str(raw)) == 0
+    assert ctr_in_process(clean, "ingest", "--date", str(START), "--raw", str(raw / "logs")) == 0
     for table in ("observations", "quarantine"):
         assert rows(spark, home / "warehouse" / table, drop=RUN_COLUMNS) == \
             rows(spark, clean / "warehouse" / table, drop=RUN_COLUMNS)

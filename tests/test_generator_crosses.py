@@ -94,6 +94,7 @@ def _crosses_gain(interaction_scale: float, train_rows: int = 250_000) -> tuple[
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_the_true_crosses_close_part_of_the_gap():
     gain, closed = _crosses_gain(1.0)
     assert gain > 0.0002 and closed > 0.05, (gain, closed)  # measured: 0.0004 nats, 10 %
