@@ -55,6 +55,7 @@ def test_paired_bootstrap_and_verdict():
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_criteo_sample_end_to_end(tmp_path):
     sample = shared_data("criteo-kaggle-random461", "tr.r100000.csv")
     if not (PEERS / "holdout_peers.py").is_file():
