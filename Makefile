@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Delta's jars resolved and the Spark driver's class archive written (shared/class_archive.py)
+SPARK_STAMP := $(VENV)/.spark-setup
 
 .PHONY: demo test test-full install bench clean
 
@@ -12,12 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m shared.spark_setup
+	touch $(SPARK_STAMP)
 
-demo: $(STAMP)
+install: $(SPARK_STAMP)
+
+demo: $(SPARK_STAMP)
 	$(BIN)/ctr demo
 
-test: $(STAMP)
+test: $(SPARK_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -25,7 +31,7 @@ test: $(STAMP)
 
 # everything make test skips for time: the full kill matrix, process-level races, the cluster's
 # MLlib / back-test / driver kill, and the tests marked `full` (an hour or more on 2 cores)
-test-full: $(STAMP)
+test-full: $(SPARK_STAMP)
 	CTR_TEST_FULL=1 CTR_FAULTS_FULL=1 CTR_CONCURRENCY_FULL=1 CTR_CLUSTER_FULL=1 $(BIN)/python -m pytest
 
 clean:

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Iterator
 
+from shared.class_archive import driver_java_options
 from shared.config import Settings
 from shared.errors import ConfigurationError
 from shared.limits import read_tail
@@ -68,7 +69,12 @@ def max_result_size(driver_memory: str) -> str:
     return f"{max(1, kib * 3 // 4 // 1024)}m"
 
 
-def _builder(settings: Settings, app_name: str, ui: bool) -> "SparkSession.Builder":
+def delta_setting(settings: Settings) -> str:
+    """How the driver gets Delta's jars: the ``spark.jars`` paths, else the Maven coordinate."""
+    return ",".join(delta_jars(settings)) or delta_maven_coordinate()
+
+
+def _builder(settings: Settings, app_name: str, ui: bool, java_options: str) -> "SparkSession.Builder":
     from pyspark.sql import SparkSession
 
     builder = (
@@ -85,7 +91,7 @@ def _builder(settings: Settings, app_name: str, ui: bool) -> "SparkSession.Build
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.warehouse.dir", str(settings.home / "spark-warehouse"))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.home / 'derby'}")
+        .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.adaptive.enabled", "true")
         # Python workers are reused across tasks: pandas UDF start-up is paid once.
@@ -119,10 +125,13 @@ def _output_to(path: str | os.PathLike[str]) -> Iterator[None]:
             os.close(f)
 
 
-def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | None = None) -> "SparkSession":
+def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | None = None,
+              java_options: str | None = None) -> "SparkSession":
     """Get or create the process's SparkSession with Delta Lake enabled.
 
-    ``ui`` defaults to on for interactive runs and off under pytest/CI. A failed
+    ``ui`` defaults to on for interactive runs and off under pytest/CI. ``java_options``
+    replaces the driver's JVM options (default: :func:`shared.class_archive.driver_java_options`,
+    which maps the class archive when there is one). A failed
     start (no Java, Maven unreachable without cached jars) raises
     :class:`SparkStartError` with a remedy instead of a JVM stack trace.
     """
@@ -139,7 +148,9 @@ def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | Non
     settings.home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = _builder(settings, app_name, ui)
+    if java_options is None:
+        java_options = driver_java_options(settings, delta_setting(settings))
+    builder = _builder(settings, app_name, ui, java_options)
     log_path = settings.home / "logs" / "spark.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
