@@ -56,6 +56,15 @@ def archive_path(delta_setting: str) -> Path:
     return archive_dir() / f"spark-driver-{archive_key(delta_setting)}.jsa"
 
 
+def executor_java_options(delta_setting: str) -> str:
+    """``spark.executor.extraJavaOptions`` on a cluster: the same archive when this machine has
+    one (a standalone worker started from this installation, ``ctr cluster up``, launches its
+    executors with the driver's class path). A worker where the file is absent, or whose
+    installation differs, starts its executors without it."""
+    path = archive_path(delta_setting)
+    return f"-XX:SharedArchiveFile={path}" if path.is_file() else ""
+
+
 def driver_java_options(settings: Settings, delta_setting: str) -> str:
     """``spark.driver.extraJavaOptions``: Derby's home under the data root, and the class
     archive when one has been written for this installation."""

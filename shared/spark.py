@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Iterator
 
-from shared.class_archive import driver_java_options
+from shared.class_archive import driver_java_options, executor_java_options
 from shared.config import Settings
 from shared.errors import ConfigurationError
 from shared.limits import read_tail
@@ -97,6 +97,9 @@ def _builder(settings: Settings, app_name: str, ui: bool, java_options: str) -> 
         # Python workers are reused across tasks: pandas UDF start-up is paid once.
         .config("spark.python.worker.reuse", "true")
     )
+    if not settings.spark_master.startswith("local") and (executor_options := executor_java_options(
+            delta_setting(settings))):
+        builder = builder.config("spark.executor.extraJavaOptions", executor_options)
     jars = delta_jars(settings)
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))

@@ -40,17 +40,19 @@ def test_max_result_size_is_three_quarters_of_the_driver():
 
 
 def test_the_class_archive_option_follows_the_file(tmp_path, monkeypatch):
-    from shared.class_archive import DIR_ENV, archive_path, driver_java_options
+    from shared.class_archive import DIR_ENV, archive_path, driver_java_options, executor_java_options
 
     monkeypatch.setenv(DIR_ENV, str(tmp_path / "archives"))
     s = load_settings({"home": str(tmp_path / "home")}, env={})
     setting = delta_maven_coordinate()
     assert driver_java_options(s, setting) == f"-Dderby.system.home={tmp_path / 'home' / 'derby'}"
+    assert executor_java_options(setting) == ""
     path = archive_path(setting)
     assert path.parent == tmp_path / "archives" and archive_path("/other/delta.jar") != path
     path.parent.mkdir()
     path.write_bytes(b"not an archive")
     assert driver_java_options(s, setting).endswith(f" -XX:SharedArchiveFile={path}")
+    assert executor_java_options(setting) == f"-XX:SharedArchiveFile={path}"
 
 
 def test_a_damaged_archive_costs_only_the_speed_up(tmp_path):
