@@ -82,7 +82,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-
 def _postgres_present() -> bool:
     return bool(shutil.which("initdb") or glob("/usr/lib/postgresql/*/bin/initdb"))
 
