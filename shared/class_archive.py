@@ -68,8 +68,5 @@ def executor_java_options(delta_setting: str) -> str:
 def driver_java_options(settings: Settings, delta_setting: str) -> str:
     """``spark.driver.extraJavaOptions``: Derby's home under the data root, and the class
     archive when one has been written for this installation."""
-    options = [f"-Dderby.system.home={settings.home / 'derby'}"]
-    path = archive_path(delta_setting)
-    if path.is_file():
-        options.append(f"-XX:SharedArchiveFile={path}")
-    return " ".join(options)
+    return " ".join(filter(None, [f"-Dderby.system.home={settings.home / 'derby'}",
+                                  executor_java_options(delta_setting)]))

@@ -74,8 +74,11 @@ def delta_setting(settings: Settings) -> str:
     return ",".join(delta_jars(settings)) or delta_maven_coordinate()
 
 
-def _builder(settings: Settings, app_name: str, ui: bool, java_options: str) -> "SparkSession.Builder":
+def _builder(settings: Settings, app_name: str, ui: bool, extra_java_options: str) -> "SparkSession.Builder":
     from pyspark.sql import SparkSession
+
+    setting = delta_setting(settings)
+    java_options = " ".join(filter(None, [driver_java_options(settings, setting), extra_java_options]))
 
     builder = (
         SparkSession.builder.appName(app_name)
@@ -97,8 +100,7 @@ def _builder(settings: Settings, app_name: str, ui: bool, java_options: str) -> 
         # Python workers are reused across tasks: pandas UDF start-up is paid once.
         .config("spark.python.worker.reuse", "true")
     )
-    if not settings.spark_master.startswith("local") and (executor_options := executor_java_options(
-            delta_setting(settings))):
+    if not settings.spark_master.startswith("local") and (executor_options := executor_java_options(setting)):
         builder = builder.config("spark.executor.extraJavaOptions", executor_options)
     jars = delta_jars(settings)
     if jars:
@@ -129,12 +131,12 @@ def _output_to(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | None = None,
-              java_options: str | None = None) -> "SparkSession":
+              extra_java_options: str = "") -> "SparkSession":
     """Get or create the process's SparkSession with Delta Lake enabled.
 
-    ``ui`` defaults to on for interactive runs and off under pytest/CI. ``java_options``
-    replaces the driver's JVM options (default: :func:`shared.class_archive.driver_java_options`,
-    which maps the class archive when there is one). A failed
+    ``ui`` defaults to on for interactive runs and off under pytest/CI. The driver's JVM
+    options are :func:`shared.class_archive.driver_java_options` (which map the class archive
+    when there is one) followed by ``extra_java_options``. A failed
     start (no Java, Maven unreachable without cached jars) raises
     :class:`SparkStartError` with a remedy instead of a JVM stack trace.
     """
@@ -151,9 +153,7 @@ def get_spark(settings: Settings, app_name: str = "ctr-platform", ui: bool | Non
     settings.home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    if java_options is None:
-        java_options = driver_java_options(settings, delta_setting(settings))
-    builder = _builder(settings, app_name, ui, java_options)
+    builder = _builder(settings, app_name, ui, extra_java_options)
     log_path = settings.home / "logs" / "spark.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ use (whole-text files with their path, Arrow Python functions, windows, joins, p
 replacing writes, MERGE, time travel, history, a streaming query, collection to Arrow and
 pandas), stops the JVM and, once it has exited and written the archive, moves the archive into
 place in one rename: a concurrent start sees no archive or a whole one. An archive already in
-place is kept unless ``--force``. Why: :mod:`shared.class_archive`.
+place is kept unless ``--force`` (which removes it first: the dumping driver must not map one). Why: :mod:`shared.class_archive`.
 """
 
 from __future__ import annotations
@@ -105,13 +105,14 @@ def build(settings: Settings, force: bool = False) -> tuple[Path, float]:
     final = archive_path(delta_setting(settings))
     if final.is_file() and not force:
         return final, 0.0
+    final.unlink(missing_ok=True)  # a driver dumping an archive must not map one
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ctr-class-archive-") as scratch:
         root = Path(scratch)
         spark = get_spark(dataclasses.replace(settings, home=root), app_name="ctr-class-archive", ui=False,
-                          java_options=f"-Dderby.system.home={root / 'derby'} -XX:ArchiveClassesAtExit={tmp}")
+                          extra_java_options=f"-XX:ArchiveClassesAtExit={tmp}")
         try:
             exercise(spark, root)
             spark.stop()
